@@ -1,0 +1,1 @@
+"""asap.models package."""

@@ -1,0 +1,1 @@
+"""asap.nn package."""

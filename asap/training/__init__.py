@@ -1,0 +1,1 @@
+"""asap.training package."""

@@ -1,0 +1,29 @@
+"""Install script for asap, a PyTorch toolkit for fast image synthesis."""
+from setuptools import find_packages, setup
+
+setup(
+    name="asap",
+    version="0.1.0",
+    description="Fast image synthesis: ASAPNet, SPADE, StyleGAN2 and efficient GANs in one toolkit",
+    python_requires=">=3.10",
+    packages=find_packages(include=["asap", "asap.*"]),
+    include_package_data=True,
+    install_requires=[
+        # torch and torchvision are resolved together by pip (never pin torch alone).
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "hydra-core>=1.3",
+        "omegaconf>=2.3",
+        "albumentations>=1.4",
+        "lpips>=0.1.4",
+        "tensorboard>=2.14",
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=7"],
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+    },
+)
