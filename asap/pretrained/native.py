@@ -71,3 +71,9 @@ def load_model(obj: Mapping[str, Any], path: str | os.PathLike, family: str | No
     load_state_strict(model, entry["state_dict"], str(path))
     model.asap_config = dict(entry["config"])  # keep what built it, so tools can re-save or export
     return model
+
+
+def make_checkpoint(family: str, networks: Mapping[str, tuple[nn.Module, Mapping[str, Any]]], **extra: Any) -> dict:
+    """Assemble a native checkpoint dict from ``{name: (module, constructor config)}`` plus extra fields."""
+    return {"format": FORMAT, "version": VERSION, "family": family,
+            "networks": {name: network_entry(m, cfg) for name, (m, cfg) in networks.items()}, **extra}
