@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Speed and size of every generator family: params, MACs, latency, images/s and peak memory per resolution."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asap.config  # noqa: E402,F401
+from asap.cli import CONF_DIR, tool_main  # noqa: E402
+
+HELP = """
+usage: python tools/benchmark.py [models=[asapnet,spade]] [res=[256x512,512x1024]] [compare=[asapnet,spade]]
+                                 [batch=1] [device=auto|cpu|cuda] [threads=N] [runs=5] [warmup=2] [out=FILE.json|.csv]
+
+For every generator family described in conf/bench/<name>.yaml (a new family adds a file there): parameter count,
+MACs (counted with torch.utils.flop_counter.FlopCounterMode; 1 MAC = 2 FLOPs), latency (warm-up runs, then the
+median and spread of N timed runs under torch.inference_mode; CUDA timed with events after synchronisation),
+images/s at the batch size, and peak memory of one forward pass (CUDA allocator peak, or CPU resident-set growth).
+compare=[a,b] interleaves the models run by run, so machine drift hits all alike, and prints speed ratios.
+"""
+
+
+def parse_res(r) -> tuple[int, int]:
+    from asap.errors import AsapError
+    try:
+        h, w = str(r).lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise AsapError(f"res entry {r!r} must look like 512x1024 (HxW)") from None
+
+
+def bench_configs(names):
+    from omegaconf import OmegaConf
+
+    from asap.errors import AsapError
+    available = {p.stem: p for p in sorted((CONF_DIR / "bench").glob("*.yaml"))}
+    names = list(names) if names else list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise AsapError(f"unknown benchmark model {unknown[0]!r} (conf/bench has: {', '.join(available)})")
+    return {n: OmegaConf.load(available[n]) for n in names}
+
+
+def build(cfg, height: int, width: int, batch: int, device, dtype):
+    """(generator, zero-arg forward closure) for one family at one resolution."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from asap.data.preprocess import semantic_input
+    from asap.errors import AsapError
+    from asap.pretrained.native import build as build_net
+
+    node = OmegaConf.merge(cfg, {"width": width, "height": height})
+    gen_cfg = OmegaConf.to_container(node.generator, resolve=True)
+    try:
+        g = build_net(gen_cfg).to(device=device, dtype=dtype).eval()
+    except ValueError as e:
+        raise AsapError(f"{cfg.family} at {height}x{width}: {e}") from e
+    gen = torch.Generator().manual_seed(0)
+    if cfg.input == "semantic":
+        spec = g.spec
+        label = torch.randint(0, spec.label_nc, (batch, 1, height, width), generator=gen)
+        inst = torch.randint(0, 4, (batch, 1, height, width), generator=gen)
+        x = semantic_input(label, inst, spec).to(device=device, dtype=dtype)
+        return g, lambda: g(x)
+    if cfg.input == "latent":
+        z = torch.randn(batch, int(node.get("z_dim", 512)), generator=gen).to(device=device, dtype=dtype)
+        return g, lambda: g(z)
+    raise AsapError(f"conf/bench: unknown input kind {cfg.input!r} (semantic|latent)")
+
+
+def run(cfg, positional):
+    import torch
+
+    from asap.errors import AsapError
+    from asap.metrics.profile import count_macs, count_params, latency, peak_memory_mb, summarize, time_once
+    from asap.utils.device import resolve_device
+    from asap.utils.io import atomic_path
+
+    if positional:
+        raise AsapError(f"unexpected argument {positional[0]!r}")
+    device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(cfg.dtype))
+    if dtype is None:
+        raise AsapError(f"dtype={cfg.dtype} must be float32, bfloat16 or float16")
+    torch.manual_seed(int(cfg.seed))
+    names = list(cfg.compare) if cfg.compare else (list(cfg.models) if cfg.models else None)
+    configs = bench_configs(names)
+    resolutions = [parse_res(r) for r in (cfg.res if not isinstance(cfg.res, str) else [cfg.res])]
+    batch = int(cfg.batch)
+    print(f"device={device} threads={torch.get_num_threads()} batch={batch} dtype={cfg.dtype} "
+          f"warmup={cfg.warmup} runs={cfg.runs} (MACs: 1 MAC = 2 FLOPs, FlopCounterMode)")
+    rows = []
+    for h, w in resolutions:
+        built = {n: build(c, h, w, batch, device, dtype) for n, c in configs.items()}
+        times = {n: [] for n in built}
+        if cfg.compare:
+            with torch.inference_mode():
+                for n, (_, fn) in built.items():
+                    for _ in range(int(cfg.warmup)):
+                        fn()
+                for _ in range(int(cfg.runs)):
+                    for n, (_, fn) in built.items():  # interleaved: drift hits every model alike
+                        times[n].append(time_once(fn, device))
+        else:
+            for n, (_, fn) in built.items():
+                times[n] = latency(fn, device, int(cfg.warmup), int(cfg.runs))
+        for n, (g, fn) in built.items():
+            row = {"model": n, "res": f"{h}x{w}", "batch": batch, "device": str(device),
+                   "threads": torch.get_num_threads(), "dtype": str(cfg.dtype), "params": count_params(g),
+                   "macs": count_macs(fn) if cfg.macs else None, **summarize(times[n])}
+            row["images_per_s"] = batch / (row["latency_ms_median"] / 1000.0)
+            row["peak_mem_mb"] = peak_memory_mb(fn, device) if cfg.memory else None
+            rows.append(row)
+        del built
+    header = f"{'model':<12}{'res':>11}{'batch':>6}{'params(M)':>11}{'GMACs':>10}{'median ms':>11}{'IQR ms':>9}{'img/s':>9}{'peak MB':>9}"
+    print(header)
+    for r in rows:
+        macs = f"{r['macs'] / 1e9:10.2f}" if r["macs"] is not None else f"{'-':>10}"
+        mem = f"{r['peak_mem_mb']:9.0f}" if r["peak_mem_mb"] is not None else f"{'-':>9}"
+        print(f"{r['model']:<12}{r['res']:>11}{r['batch']:>6}{r['params'] / 1e6:11.2f}{macs}"
+              f"{r['latency_ms_median']:11.1f}{r['latency_ms_iqr']:9.1f}{r['images_per_s']:9.2f}{mem}")
+    if cfg.compare and len(configs) >= 2:
+        base = list(configs)[0]
+        for res in sorted({r["res"] for r in rows}, key=lambda s: [int(v) for v in s.split("x")]):
+            by = {r["model"]: r for r in rows if r["res"] == res}
+            for other in list(configs)[1:]:
+                speed = by[other]["latency_ms_median"] / by[base]["latency_ms_median"]
+                mac = (by[other]["macs"] / by[base]["macs"]) if by[base]["macs"] else float("nan")
+                print(f"{res}: {base} is {speed:.2f}x faster than {other} (MAC ratio {mac:.2f}x)")
+    if cfg.out:
+        out = Path(str(cfg.out))
+        with atomic_path(out) as tmp:
+            if out.suffix.lower() == ".csv":
+                with open(tmp, "w", newline="") as f:
+                    wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    wr.writeheader()
+                    wr.writerows(rows)
+            else:
+                tmp.write_text(json.dumps(rows, indent=1))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(tool_main("benchmark", run, HELP))
