@@ -49,24 +49,29 @@ def _activation(x: torch.Tensor, last: bool, output_activation: str | None) -> t
 
 
 def pixelwise_mlp_tiled(x: torch.Tensor, params: torch.Tensor, layout: MLPLayout, tile: int,
-                        output_activation: str | None = "tanh") -> torch.Tensor:
+                       output_activation: str | None = "tanh") -> torch.Tensor:
     """Run the per-tile MLPs: x [B,Cin,H,W], params [B,P,H/tile,W/tile] -> [B,Cout,H,W].
 
-    Each tile's k=tile*tile pixels form the batch of one small matrix product with that cell's weights.
-    """
+    Each tile's k=tile*tile pixels are the rows of one small GEMM with that cell's weights; all cells go through
+    one batched GEMM per layer (bias fused via baddbmm, activations in place), so the full-resolution parameter map
+    is never materialised."""
     b, c, h, w = x.shape
     hl, wl = params.shape[-2:]
     k = tile
     if h != hl * k or w != wl * k:
         raise ValueError(f"input {h}x{w} is not the parameter grid {hl}x{wl} times the tile size {k}")
-    # [B, hl, wl, k*k, C] with pixels of a tile in row-major order
-    out = x.view(b, c, hl, k, wl, k).permute(0, 2, 4, 3, 5, 1).reshape(b, hl, wl, k * k, c)
-    p = params.permute(0, 2, 3, 1)  # [B, hl, wl, P]
+    n = b * hl * wl
+    out = x.reshape(b, c, hl, k, wl, k).permute(0, 2, 4, 3, 5, 1).reshape(n, k * k, c)
+    p = params.permute(0, 2, 3, 1).reshape(n, -1)
+    last = layout.num_layers - 1
     for i, ((bs, ws), nci, nco) in enumerate(zip(layout.slices(), layout.channels[:-1], layout.channels[1:])):
-        weight = p[..., ws].reshape(b, hl, wl, nci, nco)
-        bias = p[..., bs].reshape(b, hl, wl, 1, nco)
-        out = torch.matmul(out, weight) + bias
-        out = _activation(out, i == layout.num_layers - 1, output_activation)
+        out = torch.baddbmm(p[:, bs].unsqueeze(1), out, p[:, ws].reshape(n, nci, nco))
+        if i < last:
+            F.leaky_relu_(out, 0.01)
+        elif output_activation == "tanh":
+            out.tanh_()
+        elif output_activation == "sigmoid":
+            out.sigmoid_()
     cout = layout.channels[-1]
     return out.view(b, hl, wl, k, k, cout).permute(0, 5, 1, 3, 2, 4).reshape(b, cout, h, w)
 
