@@ -16,6 +16,7 @@ from asap.data.preprocess import SemanticSpec
 from asap.nn.layers import ConvNormAct, TentDownsample
 from asap.nn.pixelwise import MLPLayout, pixelwise_mlp_reference, pixelwise_mlp_tiled
 from asap.nn.positional import cosine_encoding, cosine_encoding_channels
+from asap.nn.spade import init_weights_official
 
 
 class ASAPNetGenerator(nn.Module):
@@ -30,7 +31,8 @@ class ASAPNetGenerator(nn.Module):
                  learned_ds_factor: int = 16, lr_width: int = 64, lr_max_width: int = 1024, lr_depth: int = 7,
                  hr_width: int = 64, hr_depth: int = 5, positional_encoding: str | None = "cosine",
                  norm: str = "instanceaffine", pad_mode: str = "zeros", output_nc: int = 3,
-                 output_activation: str | None = "tanh", image_size: Sequence[int] | None = None) -> None:
+                 output_activation: str | None = "tanh", image_size: Sequence[int] | None = None,
+                 init_type: str | None = "xavier", init_gain: float = 0.02) -> None:
         super().__init__()
         if downsampling < 1 or downsampling & (downsampling - 1):
             raise ValueError(f"downsampling S must be a power of two, got {downsampling}")
@@ -68,6 +70,8 @@ class ASAPNetGenerator(nn.Module):
         layers.append(nn.Conv2d(width, self.layout.num_params, 1))
         self.lr_stream = nn.Sequential(*layers)
         self._pe_cache: dict[tuple, torch.Tensor] = {}
+        if init_type is not None:  # the official BaseNetwork.init_weights (xavier normal, gain 0.02)
+            init_weights_official(self, init_type, init_gain)
 
     @property
     def num_mlp_params(self) -> int:
