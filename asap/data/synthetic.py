@@ -350,7 +350,6 @@ def ensure_synthetic(root: str | os.PathLike = "data/synthetic", num_train: int 
     _remove_stale_temps(root.parent, prefix)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root.parent))
     try:
-        t0 = time.time()
         tl, tp = _write_split(tmp, "train", p["num_train"], p)
         vl, vp = _write_split(tmp, "val", p["num_val"], p)
         baseline = class_mean_baseline(tl, tp, vl, vp)
@@ -360,8 +359,7 @@ def ensure_synthetic(root: str | os.PathLike = "data/synthetic", num_train: int 
             "psnr": "asap.metrics.image.psnr: images in [-1,1] mapped to [0,1], data range 1, per image, averaged",
             "num_images": p["num_val"]}, indent=2) + "\n")
         (tmp / "manifest.json").write_text(json.dumps({
-            **p, "version": GENERATOR_VERSION, "layout": "cityscapes", "label_nc": 35,
-            "seconds": round(time.time() - t0, 2)}, indent=2) + "\n")
+            **p, "version": GENERATOR_VERSION, "layout": "cityscapes", "label_nc": 35}, indent=2) + "\n")
         try:
             os.rename(tmp, root)        # the commit point; fails if another process finished first
         except OSError:
