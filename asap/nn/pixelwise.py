@@ -33,6 +33,10 @@ class MLPLayout:
             out.append((b, w))
         return out
 
+    def chunk_sizes(self) -> list[int]:
+        """Sizes of the consecutive [bias, weight] chunks of every layer (for torch.split)."""
+        return [n for nci, nco in zip(self.channels[:-1], self.channels[1:]) for n in (nco, nci * nco)]
+
     @property
     def num_params(self) -> int:
         return sum(nco + nci * nco for nci, nco in zip(self.channels[:-1], self.channels[1:]))
@@ -63,9 +67,13 @@ def pixelwise_mlp_tiled(x: torch.Tensor, params: torch.Tensor, layout: MLPLayout
     n = b * hl * wl
     out = x.reshape(b, c, hl, k, wl, k).permute(0, 2, 4, 3, 5, 1).reshape(n, k * k, c)
     p = params.permute(0, 2, 3, 1).reshape(n, -1)
+    # one split (not per-layer slices): its backward is a single concatenation instead of a zero-filled
+    # full-size gradient per slice
+    chunks = torch.split(p, layout.chunk_sizes(), dim=1)
     last = layout.num_layers - 1
-    for i, ((bs, ws), nci, nco) in enumerate(zip(layout.slices(), layout.channels[:-1], layout.channels[1:])):
-        out = torch.baddbmm(p[:, bs].unsqueeze(1), out, p[:, ws].reshape(n, nci, nco))
+    for i, (nci, nco) in enumerate(zip(layout.channels[:-1], layout.channels[1:])):
+        bias, weight = chunks[2 * i], chunks[2 * i + 1]
+        out = torch.baddbmm(bias.unsqueeze(1), out, weight.reshape(n, nci, nco))
         if i < last:
             F.leaky_relu_(out, 0.01)
         elif output_activation == "tanh":
