@@ -252,7 +252,7 @@ def test_skip_bad_and_collate_counts(tmp_path):
     ds = CityscapesDataset(tmp_path, "train", **NO_RESIZE, skip_bad=True)
     ds.samples[1].image.write_bytes(b"not an image")
     assert ds[1] is None and ds[0] is not None
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate)))
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=ds.collate_fn)))
     assert batch["skipped"] == 1 and batch["label"].shape == (3, 1, H, W) and len(batch["path"]) == 3
     assert collate([None, None]) is None
     clean = collate([ds[0], ds[2]])

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from asap.errors import AsapError
 
+from .collate import collate
 from .paired import IMAGE_EXTENSIONS, list_files, read_rgb
 from .transforms import SquareTransform
 
@@ -23,6 +24,7 @@ class ImageFolderDataset(Dataset):
     """All images under ``root`` (jpg, jpeg, png, bmp, webp, tif, tiff, ppm; naturally sorted)."""
 
     name = "images"
+    collate_fn = staticmethod(collate)   # drops None items (skip_bad) and counts them in batch["skipped"]
 
     def __init__(self, root: str | os.PathLike, size: int = 256, flip: bool = False, *, skip_bad: bool = False,
                  max_samples: int | None = None) -> None:

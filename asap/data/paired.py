@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from asap.errors import AsapError
 
+from .collate import collate
 from .transforms import JointTransform
 
 log = logging.getLogger("asap.data")
@@ -109,6 +110,7 @@ class PairedDataset(Dataset):
     """Base of the label -> photo datasets; subclasses pass the sample list and may override :meth:`map_ids`."""
 
     name = "paired"
+    collate_fn = staticmethod(collate)   # drops None items (skip_bad) and counts them in batch["skipped"]
 
     def __init__(self, samples: Sequence[Sample], *, label_nc: int, contain_dontcare_label: bool = False,
                  preprocess_mode: str = "fixed", load_size: int = 512, crop_size: int = 512,
