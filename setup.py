@@ -14,7 +14,7 @@ setup(
         "torchvision>=0.19",
         "hydra-core>=1.3",
         "omegaconf>=2.3",
-        "albumentations>=1.4",
+        "albumentations>=2.0.8",
         "lpips>=0.1.4",
         "tensorboard>=2.14",
         "numpy>=1.24",

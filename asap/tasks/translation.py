@@ -58,6 +58,8 @@ class TranslationTask(Task):
             self.vgg = VGGPerceptualLoss(pretrained=pretrained)
             if not pretrained:
                 self.notes.append("perceptual loss uses a RANDOM VGG19 (loss.perceptual.pretrained=false)")
+        else:
+            self.notes.append("VGG perceptual loss is off (model.loss.lambda_vgg=0)")
 
         lr = float(optim.get("lr", 2e-4))
         betas = (float(optim.get("beta1", 0.0)), float(optim.get("beta2", 0.9)))

@@ -60,6 +60,8 @@ def train_from_config(cfg: DictConfig) -> Path | None:
     task = build_task(cfg).to(device)
     for note in getattr(task, "notes", []):
         log.info(note)
+    if not cfg.get("metrics", {}).get("lpips_pretrained", True):
+        log.info("validation LPIPS uses a RANDOM AlexNet backbone (metrics.lpips_pretrained=false)")
     train_set, val_set = build_datasets(cfg.data)
     log.info("train samples: %d, held-out samples: %s", len(train_set), len(val_set) if val_set is not None else 0)
     outputs_root = run_dir.parent.parent if run_dir.parent.parent != run_dir.parent else None
