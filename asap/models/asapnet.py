@@ -16,7 +16,7 @@ from asap.data.preprocess import SemanticSpec
 from asap.nn.layers import ConvNormAct, TentDownsample
 from asap.nn.pixelwise import MLPLayout, pixelwise_mlp_reference, pixelwise_mlp_tiled
 from asap.nn.positional import cosine_encoding, cosine_encoding_channels
-from asap.nn.spade import init_weights_official
+from asap.nn.init import init_weights_official
 
 
 class ASAPNetGenerator(nn.Module):

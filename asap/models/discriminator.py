@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.nn.layers import make_norm, parse_norm
-from asap.nn.spade import init_weights_official
+from asap.nn.init import init_weights_official
 
 
 def _norm_conv(conv: nn.Conv2d, norm_D: str) -> nn.Module:

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.data.preprocess import SemanticSpec
-from asap.nn.spade import SPADEResBlock, init_weights_official, parse_spade_norm
+from asap.nn.init import init_weights_official
+from asap.nn.spade import SPADEResBlock, parse_spade_norm
 
 # num_upsampling_layers -> number of 2x upsamplings between the sh x sw grid and the image
 UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
