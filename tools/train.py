@@ -22,4 +22,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from asap.utils.perf import tune_allocator
+
+    tune_allocator()
     main()

@@ -165,6 +165,10 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         seen, t_window = 0, time.perf_counter()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm()
+        redirect.__enter__()  # log lines print above the progress bar instead of through it
         bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc=f"{self.task.family}", unit="step")
         steps_this_call = 0
@@ -235,6 +239,7 @@ class Trainer:
                     break
         finally:
             bar.close()
+            redirect.__exit__(None, None, None)
             writer.close()
         if self.skipped:
             log.info("skipped %d bad sample(s) (data.skip_bad=true)", self.skipped)
