@@ -51,6 +51,17 @@ def detect_family(obj: Any) -> str | None:
     return None
 
 
+def safe_globals() -> list[Any]:
+    """The classes the official formats need allow-listed for ``weights_only`` loading (each reader's SAFE_GLOBALS)."""
+    allowed: list[Any] = []
+    for family in FAMILIES:
+        try:
+            allowed += list(getattr(reader(family), "SAFE_GLOBALS", []))
+        except AsapError:
+            continue
+    return allowed
+
+
 def load(path: str | os.PathLike, family: str | None = None, **options: Any) -> nn.Module:
     """Return a network in eval mode from our checkpoint or an official one at ``path``.
 
@@ -58,7 +69,7 @@ def load(path: str | os.PathLike, family: str | None = None, **options: Any) -> 
     for formats that do not store the architecture (e.g. ``label_nc=35`` for ASAPNet ``*_net_G.pth``), or
     reader-specific selectors (``part=``, ``which=``) for files that hold several networks.
     """
-    obj = read_file(path)
+    obj = read_file(path, safe_globals())
     if native.is_native(obj):
         model = native.load_model(obj, path, family=family, **options)
     else:

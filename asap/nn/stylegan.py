@@ -1,0 +1,314 @@
+"""StyleGAN2 building blocks shared by StyleGAN2, MobileStyleGAN and Anycost GAN.
+
+Equalised-learning-rate layers (weights stored N(0,1), scaled at run time by 1/sqrt(fan_in)), FIR filtering
+(upfirdn2d in plain PyTorch), modulated convolution with demodulation, noise injection, biased leaky ReLU with
+gain sqrt(2), ToRGB skips and the residual/minibatch-stddev pieces of the discriminator. Math follows the
+StyleGAN2 paper and rosinality's checkpoints (parameter shapes and buffer contents are those of that format).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+# -- FIR filtering ----------------------------------------------------------------------------------------------
+def make_kernel(taps: Sequence[float]) -> torch.Tensor:
+    """2-D FIR kernel from 1-D taps (outer product), normalised to sum 1."""
+    k = torch.tensor(list(taps), dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad (p0 before, p1 after, on both axes; negative crops), convolve with
+    ``kernel`` (true convolution) and keep every ``down``-th sample. Output side: (H*up + p0 + p1 - kh)//down + 1."""
+    b, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
+    p0, p1 = pad
+    x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+    if p0 < 0 or p1 < 0:
+        hh, ww = x.shape[2], x.shape[3]
+        x = x[:, :, max(-p0, 0): hh - max(-p1, 0), max(-p0, 0): ww - max(-p1, 0)]
+    kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return F.conv2d(x, weight, stride=down, groups=c)
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter with padding; ``upsample_factor`` scales the kernel to keep the gain of zero insertion."""
+
+    def __init__(self, taps: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1) -> None:
+        super().__init__()
+        kernel = make_kernel(taps)
+        if upsample_factor > 1:
+            kernel = kernel * upsample_factor ** 2
+        self.register_buffer("kernel", kernel)
+        self.pad = tuple(pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x FIR upsampling (the ToRGB skip path)."""
+
+    def __init__(self, taps: Sequence[float], factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(taps) * factor ** 2)
+        p = len(taps) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+# -- equalised layers -----------------------------------------------------------------------------------------
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None, slope: float = 0.2,
+                     gain: float = SQRT2) -> torch.Tensor:
+    """leaky_relu(x + bias) * gain, bias broadcast over the channel axis (dim 1)."""
+    if bias is not None:
+        x = x + bias.reshape(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, slope) * gain
+
+
+class FusedLeakyReLU(nn.Module):
+    """Per-channel bias, leaky ReLU(0.2), gain sqrt(2)."""
+
+    def __init__(self, channels: int, bias: bool = True) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class PixelNorm(nn.Module):
+    """x / sqrt(mean(x^2 over features) + 1e-8): puts every z on the sphere before the mapping MLP."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate and a learning-rate multiplier (0.01 in the mapping network)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activation: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalised learning rate."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
+
+
+# -- synthesis blocks -----------------------------------------------------------------------------------------
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution: the kernel is scaled per sample along Cin by an affine map of w, then
+    (optionally) demodulated to unit norm per output filter; runs as one grouped conv over the batch.
+    ``upsample`` = transposed conv (stride 2) followed by a 4x4 blur, as in StyleGAN2."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, demodulate: bool = True,
+                 upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, kernel_size
+        self.demodulate, self.upsample = demodulate, upsample
+        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+
+    def modulated_weight(self, style: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels [B, Cout, Cin, k, k] for styles w [B, style_dim]."""
+        s = self.modulation(style)
+        weight = self.scale * self.weight * s[:, None, :, None, None]
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)[:, :, None, None, None]
+        return weight
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        weight = self.modulated_weight(style)
+        k = self.kernel_size
+        x = x.reshape(1, b * c, h, w)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(b * c, self.out_ch, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, padding=0, groups=b)
+            out = out.reshape(b, self.out_ch, out.shape[2], out.shape[3])
+            return self.blur(out)
+        out = F.conv2d(x, weight.reshape(b * self.out_ch, c, k, k), padding=self.padding, groups=b)
+        return out.reshape(b, self.out_ch, out.shape[2], out.shape[3])
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, demodulate={self.demodulate}, "
+                f"upsample={self.upsample}")
+
+
+NOISE_MODES = ("const", "random", "none")
+
+
+class NoiseInjection(nn.Module):
+    """x + strength * noise with a learned scalar strength; ``resolution`` adds a stored constant noise map
+    (used with ``noise_mode='const'``), otherwise fresh N(0,1) noise is drawn per sample."""
+
+    def __init__(self, resolution: int | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        if resolution is not None:
+            self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        else:
+            self.noise_const = None
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, noise_mode: str = "random") -> torch.Tensor:
+        if noise is None:
+            if noise_mode == "none":
+                return x
+            if noise_mode == "const" and self.noise_const is not None:
+                noise = self.noise_const
+            else:
+                noise = x.new_empty(x.shape[0], 1, x.shape[2], x.shape[3]).normal_()
+        return x + self.weight * noise
+
+
+class StyledConv(nn.Module):
+    """Modulated conv -> noise injection -> bias + leaky ReLU (gain sqrt(2))."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, upsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True,
+                 resolution: int | None = None) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, demodulate=demodulate,
+                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection(resolution)
+        self.activate = FusedLeakyReLU(out_ch)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None,
+                noise_mode: str = "random") -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise, noise_mode))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB without demodulation, plus bias; adds the 2x FIR-upsampled previous skip image."""
+
+    def __init__(self, in_ch: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1),
+                 out_ch: int = 3) -> None:
+        super().__init__()
+        self.upsample = Upsample(blur_kernel) if upsample else None
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + (self.upsample(skip) if self.upsample is not None else skip)
+        return out
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 constant that starts the synthesis network."""
+
+    def __init__(self, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+# -- discriminator blocks -------------------------------------------------------------------------------------
+class ConvLayer(nn.Module):
+    """[blur + stride-2] equalised conv [-> bias + leaky ReLU]; the parts present are ``blur``, ``conv``, ``act``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True) -> None:
+        super().__init__()
+        if downsample:
+            p = (len(blur_kernel) - 2) + (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2, p // 2))
+            stride, padding = 2, 0
+        else:
+            self.blur = None
+            stride, padding = 1, kernel_size // 2
+        self.conv = EqualConv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
+                                bias=bias and not activate)
+        self.act = FusedLeakyReLU(out_ch, bias=bias) if activate else None
+
+    def parts(self) -> list[str]:
+        """Names of the sub-layers present, in order (how sequential formats index them)."""
+        return [n for n in ("blur", "conv", "act") if getattr(self, n) is not None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blur is not None:
+            x = self.blur(x)
+        x = self.conv(x)
+        return self.act(x) if self.act is not None else x
+
+
+class ResBlock(nn.Module):
+    """Residual down-block: 3x3 conv, blurred stride-2 3x3 conv, plus a blurred 1x1 skip; sum / sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(in_ch, in_ch, 3, blur_kernel=blur_kernel)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel)
+        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, blur_kernel=blur_kernel, bias=False, activate=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1) -> torch.Tensor:
+    """Append the std over groups of samples (averaged over channels and pixels) as ``num_features`` maps."""
+    b, c, h, w = x.shape
+    g = min(b, group_size)
+    if b % g:
+        raise ValueError(f"minibatch stddev: batch {b} is not divisible by the group size {g}")
+    y = x.reshape(g, -1, num_features, c // num_features, h, w)
+    y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)
+    y = y.mean([2, 3, 4], keepdim=True).squeeze(2)
+    y = y.repeat(g, 1, h, w)
+    return torch.cat([x, y], 1)
