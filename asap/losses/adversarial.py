@@ -59,3 +59,14 @@ class GANLoss(nn.Module):
             logits = scale if isinstance(scale, torch.Tensor) else scale[-1]
             total = total + self.single(logits, target_is_real, for_discriminator)
         return total / len(pred)
+
+
+def logistic_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-saturating logistic loss of the discriminator (StyleGAN): softplus(-D(real)) and softplus(D(fake)),
+    each averaged over the batch; returned as (real term, fake term) so both can be logged."""
+    return F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
+
+
+def logistic_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic loss of the generator: softplus(-D(G(z)))."""
+    return F.softplus(-fake_logits).mean()

@@ -186,3 +186,22 @@ def load_official(obj: Mapping[str, Any], path: str | os.PathLike, which: str | 
         raise AsapError(f"part must be 'generator' or 'discriminator', got {part!r}")
     model.asap_config = {"_target_": target, **kwargs}
     return model
+
+
+def to_rosinality(generator: StyleGAN2Generator | None = None, discriminator: StyleGAN2Discriminator | None = None,
+                  g: StyleGAN2Generator | None = None) -> dict[str, Any]:
+    """Our modules -> a rosinality-layout dict (``g_ema`` [+ ``latent_avg``], ``g``, ``d``), the exchange format
+    that rosinality's tools and MobileStyleGAN's converter read."""
+    out: dict[str, Any] = {}
+    for name, model in (("g_ema", generator), ("g", g)):
+        if model is None:
+            continue
+        key_map = generator_key_map(model)
+        sd = {key_map[k]: v.detach().clone() for k, v in model.state_dict().items() if k != "w_avg"}
+        out[name] = sd
+        if name == "g_ema" and model.has_w_avg():
+            out["latent_avg"] = model.w_avg.detach().clone()
+    if discriminator is not None:
+        key_map = discriminator_key_map(discriminator)
+        out["d"] = {key_map[k]: v.detach().clone() for k, v in discriminator.state_dict().items()}
+    return out

@@ -24,6 +24,8 @@ class Task:
     """Base class: subclasses fill ``networks``/``optimizers``/``schedulers`` and implement the hooks."""
 
     family: str = "?"
+    visual_tag: str = "label_real_fake"   # TensorBoard image tag (train/<tag>, val/<tag>)
+    val_visuals: bool = True              # also log visuals of a held-out batch
 
     def __init__(self) -> None:
         self.networks: dict[str, nn.Module] = {}

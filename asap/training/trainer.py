@@ -218,7 +218,7 @@ class Trainer:
                 if self.image_every and (self.step % self.image_every == 0 or self.step == self.max_steps):
                     self.task.train(False)
                     with torch.no_grad():
-                        writer.add_image("train/label_real_fake", self.task.visuals(fixed_vis), self.step)
+                        writer.add_image(f"train/{self.task.visual_tag}", self.task.visuals(fixed_vis), self.step)
                     self.task.train(True)
                 if self.val_set is not None and self.val_every and (
                         self.step % self.val_every == 0 or self.step == self.max_steps):
@@ -229,9 +229,9 @@ class Trainer:
                     if metrics:
                         log.info("step %d validation: %s", self.step,
                                  ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
-                    vis = self._val_visual()
+                    vis = self._val_visual() if self.task.val_visuals else None
                     if vis is not None:
-                        writer.add_image("val/label_real_fake", vis, self.step)
+                        writer.add_image(f"val/{self.task.visual_tag}", vis, self.step)
                 if self.step % self.ckpt_every == 0 or self.step == self.max_steps:
                     self.save(loader)
                     writer.flush()

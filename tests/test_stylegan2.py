@@ -1,0 +1,210 @@
+"""StyleGAN2 networks and the rosinality reader: parity with the official outputs, shape inference on unseen
+configurations, FIR/upfirdn semantics, parameter counts, and one-line errors for bad files."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import asap.pretrained
+from asap.errors import AsapError
+from asap.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, channel_table
+from asap.nn.stylegan import make_kernel, upfirdn2d
+from asap.pretrained.stylegan2 import to_rosinality
+from tests.conftest import fixture_dir
+
+TOL = dict(atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def sg2():
+    d = fixture_dir("stylegan2")
+    inputs = torch.load(d / "inputs.pt", weights_only=True)
+    expected = torch.load(d / "expected.pt", weights_only=True)
+    meta = json.loads((d / "meta.json").read_text())
+    return d, inputs, expected, meta
+
+
+def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def test_official_checkpoint_reproduces_every_reference_output(sg2):
+    d, inp, exp, meta = sg2
+    G = asap.pretrained.load(d / "checkpoint.pt", family="stylegan2")
+    assert isinstance(G, StyleGAN2Generator) and not G.training
+    assert G.channels == [meta["channels"][str(r)] for r in (4, 8, 16, 32)]
+    assert (G.size, G.style_dim, len(G.mapping.layers)) == (32, 64, 3) and G.num_ws == 8
+    assert not G.has_w_avg()  # train.py files carry no latent_avg
+    noise = inp["noise"]
+    with torch.no_grad():
+        torch.testing.assert_close(G.mapping(inp["z"]), exp["w"], **TOL)
+        img, rgbs = G.synthesis(G.broadcast(G.mapping(inp["z"])), noise=noise, return_rgbs=True)
+        torch.testing.assert_close(img, exp["img"], **TOL)
+        torch.testing.assert_close(G(inp["z"], noise=noise), exp["img"], **TOL)
+        for ours, ref in zip(rgbs, exp["rgb_skips"], strict=True):
+            torch.testing.assert_close(ours, ref, **TOL)
+        torch.testing.assert_close(G(inp["z"]), exp["img_buffer_noise"], **TOL)  # stored noise buffers
+        G.w_avg.copy_(inp["truncation_latent"][0])
+        img, ws = G(inp["z"], truncation_psi=inp["truncation"], noise=noise, return_latents=True)
+        torch.testing.assert_close(img, exp["img_truncated"], **TOL)
+        torch.testing.assert_close(ws, exp["latent_truncated"], **TOL)
+        img, ws = G(inp["z"], z2=inp["z2"], inject_index=inp["inject_index"], noise=noise, return_latents=True)
+        torch.testing.assert_close(img, exp["img_mixed"], **TOL)
+        torch.testing.assert_close(ws, exp["latent_mixed"], **TOL)
+        torch.testing.assert_close(G.synthesis(inp["wplus"], noise=noise), exp["img_wplus"], **TOL)
+    assert _max_err(G(inp["z"], noise=noise), exp["img"]) < 2e-5  # a faithful port lands near 1e-6
+
+
+def test_official_discriminator_and_non_ema_generator(sg2):
+    d, inp, exp, _ = sg2
+    D = asap.pretrained.load(d / "checkpoint.pt", part="discriminator")
+    assert isinstance(D, StyleGAN2Discriminator) and D.channels == [64, 64, 48, 32]
+    g = asap.pretrained.load(d / "checkpoint.pt", which="g")
+    with torch.no_grad():
+        torch.testing.assert_close(D(exp["img"]), exp["d_logits"], **TOL)
+        torch.testing.assert_close(g(inp["z"], noise=inp["noise"]), exp["g_img"], **TOL)
+        assert _max_err(g(inp["z"], noise=inp["noise"]), exp["img"]) > 1e-3  # really the other network
+
+
+def test_converted_legacy_file_loads_with_latent_avg(sg2):
+    d, inp, exp, _ = sg2
+    G = asap.pretrained.load(d / "checkpoint_converted_layout_legacy.pt")
+    assert G.has_w_avg()
+    torch.testing.assert_close(G.w_avg, inp["truncation_latent"][0])
+    with torch.no_grad():
+        img = G(inp["z"], truncation_psi=inp["truncation"], noise=inp["noise"])
+    torch.testing.assert_close(img, exp["img_truncated"], **TOL)
+    with pytest.raises(AsapError, match="no discriminator"):
+        asap.pretrained.load(d / "checkpoint_converted_layout_legacy.pt", part="discriminator")
+
+
+def test_train_checkpoint_needs_the_namespace_allowlist(sg2):
+    import pickle
+    d = sg2[0]
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(d / "checkpoint.pt", weights_only=True)  # plain weights_only refuses argparse.Namespace
+    assert asap.pretrained.load(d / "checkpoint.pt") is not None  # ours allow-lists exactly that class
+
+
+@pytest.mark.parametrize("size,channels,style_dim,n_mlp", [(16, [24, 20, 12], 40, 2), (64, [32, 32, 16, 16, 8], 24, 5)])
+def test_unseen_configuration_round_trips_through_the_rosinality_layout(tmp_path, size, channels, style_dim, n_mlp):
+    torch.manual_seed(size)
+    G = StyleGAN2Generator(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels)
+    g = StyleGAN2Generator(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels)
+    D = StyleGAN2Discriminator(size=size, channels=channels)
+    for net in (G, g, D):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    G.mean_w(256)
+    obj = to_rosinality(G, D, g)
+    assert "style.1.weight" in obj["g_ema"] and "convs.0.0.weight" in obj["d"] and "noises.noise_0" in obj["g_ema"]
+    path = tmp_path / "rosinality.pt"
+    torch.save(obj, path)
+    G2 = asap.pretrained.load(path)
+    D2 = asap.pretrained.load(path, part="discriminator")
+    g2 = asap.pretrained.load(path, which="g")
+    assert G2.channels == channels and G2.style_dim == style_dim and len(G2.mapping.layers) == n_mlp
+    z = torch.randn(4, style_dim)
+    with torch.no_grad():
+        assert torch.equal(G2(z, truncation_psi=0.5), G.eval()(z, truncation_psi=0.5))
+        assert torch.equal(g2(z), g.eval()(z))
+        img = G(z)
+        assert torch.equal(D2(img), D.eval()(img))
+
+
+def test_upfirdn2d_matches_the_definition():
+    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(2, 3, 5, 4)
+    k = make_kernel([1, 3, 3, 1])
+    assert k.shape == (4, 4) and abs(float(k.sum()) - 1) < 1e-7
+    y = upfirdn2d(x, k * 4, up=2, pad=(2, 1))
+    assert y.shape == (2, 3, 10, 8)  # (H*up + p0 + p1 - kh) // down + 1
+    # direct definition: zero insertion, padding, true convolution
+    up = torch.zeros(2, 3, 10, 8)
+    up[:, :, ::2, ::2] = x
+    padded = torch.nn.functional.pad(up, [2, 1, 2, 1])
+    ref = torch.zeros_like(y)
+    kk = (k * 4).flip([0, 1])
+    for i in range(10):
+        for j in range(8):
+            ref[:, :, i, j] = (padded[:, :, i:i + 4, j:j + 4] * kk).sum((-1, -2))
+    torch.testing.assert_close(y, ref)
+    # a constant image stays constant away from the borders after upsampling (the kernel keeps the gain)
+    const = upfirdn2d(torch.ones(1, 1, 6, 6), k * 4, up=2, pad=(2, 1))
+    torch.testing.assert_close(const[..., 2:-2, 2:-2], torch.ones_like(const[..., 2:-2, 2:-2]))
+    down = upfirdn2d(torch.ones(1, 1, 8, 8), k, down=2, pad=(1, 1))
+    assert down.shape == (1, 1, 4, 4)
+
+
+def test_config_f_parameter_counts():
+    G = StyleGAN2Generator(1024)
+    assert sum(p.numel() for p in G.synthesis.parameters()) == 28_268_812  # the MobileStyleGAN paper's 28.27M
+    assert sum(p.numel() for p in G.mapping.parameters()) == 2_101_248
+    assert sum(p.numel() for p in StyleGAN2Discriminator(1024).parameters()) == 29_012_513
+    assert channel_table(256, 1) == [512, 512, 512, 512, 256, 128, 64]
+    with pytest.raises(ValueError, match="power of two"):
+        channel_table(100)
+    with pytest.raises(ValueError, match="needs 3 widths"):
+        channel_table(16, channels=[8, 8])
+
+
+def test_generator_api_shapes_noise_modes_and_truncation():
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels=[16, 16, 8]).eval()
+    assert G.num_ws == 6 and G.synthesis.num_noise == 5
+    assert [s[-1] for s in G.synthesis.noise_shapes()] == [4, 8, 8, 16, 16]
+    z = torch.randn(3, 16)
+    with torch.no_grad():
+        a, b = G(z), G(z)
+        assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)  # const noise is deterministic
+        assert torch.equal(G(z, noise_mode="random"), G(z, noise_mode="none"))  # noise strengths start at 0
+        for conv in G.synthesis.styled_convs():
+            conv.noise.weight.fill_(0.5)
+        assert not torch.equal(G(z, noise_mode="random"), G(z, noise_mode="random"))
+        assert not torch.equal(G(z, noise_mode="none"), G(z))
+        w_avg = G.mean_w(512).clone()
+        assert torch.isfinite(w_avg).all()
+        same = G(z, truncation_psi=0.0)
+        torch.testing.assert_close(same[0], same[2])  # every sample collapses onto w_avg
+        torch.testing.assert_close(G.truncate(G.mapping(z), 0.5), w_avg + 0.5 * (G.mapping(z) - w_avg))
+    with pytest.raises(ValueError, match=r"ws must be \[B, 6, 16\]"):
+        G.synthesis(torch.zeros(2, 5, 16))
+    with pytest.raises(ValueError, match="noise must list 5"):
+        G.synthesis(torch.zeros(2, 6, 16), noise=[None])
+    with pytest.raises(ValueError, match="inject_index"):
+        G.broadcast(z[:, :16], z[:, :16], 6)
+
+
+def test_bad_files_give_one_line_errors(tmp_path, sg2):
+    d = sg2[0]
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((d / "checkpoint.pt").read_bytes()[:5000])
+    with pytest.raises(AsapError, match="corrupt or truncated") as e:
+        asap.pretrained.load(truncated)
+    assert "\n" not in str(e.value)
+    foreign = fixture_dir("asapnet") / "latest_net_G.pth"
+    with pytest.raises(AsapError, match="asapnet checkpoint, not stylegan2"):
+        asap.pretrained.load(foreign, family="stylegan2")
+    other = tmp_path / "other.pt"
+    torch.save({"g_ema": {"weight": torch.zeros(2)}}, other)
+    with pytest.raises(AsapError, match="not an asap checkpoint and not an official checkpoint"):
+        asap.pretrained.load(other)
+    with pytest.raises(AsapError, match="shape mismatch for 'convs.2.conv.weight'"):
+        asap.pretrained.load(d / "checkpoint.pt", channels=[64, 64, 64, 32])
+    with pytest.raises(AsapError, match="unknown StyleGAN2 generator option"):
+        asap.pretrained.load(d / "checkpoint.pt", label_nc=3)
+    with pytest.raises(AsapError, match="which must be"):
+        asap.pretrained.load(d / "checkpoint.pt", which="nope")
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(AsapError, match="no such file"):
+        asap.pretrained.load(missing)
+    partial = tmp_path / "partial.pt"
+    sd = dict(torch.load(d / "checkpoint_converted_layout_legacy.pt", weights_only=True)["g_ema"])
+    sd.pop("convs.3.conv.weight")
+    torch.save({"g_ema": sd}, partial)
+    with pytest.raises(AsapError, match="missing key 'convs.3.conv.weight'"):
+        asap.pretrained.load(partial)
+    shutil.rmtree(tmp_path)
