@@ -88,8 +88,11 @@ class ResumableLoader:
     def _start(self) -> None:
         sampler = EpochBatchSampler(len(self.dataset), self.batch_size, self.seed, self.epoch, self.position,
                                     self.shuffle)
+        # a private generator: starting an iterator must not draw from the global RNG, or a run resumed mid-epoch
+        # (a new iterator where the uninterrupted run had none) would diverge in everything random after it
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self._it = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                                   collate_fn=self.collate_fn, pin_memory=self.pin_memory))
+                                   collate_fn=self.collate_fn, pin_memory=self.pin_memory, generator=gen))
 
     def __iter__(self) -> "ResumableLoader":
         return self
