@@ -208,3 +208,21 @@ def test_bad_files_give_one_line_errors(tmp_path, sg2):
     with pytest.raises(AsapError, match="missing key 'convs.3.conv.weight'"):
         asap.pretrained.load(partial)
     shutil.rmtree(tmp_path)
+
+
+def test_benchmark_reports_config_f_synthesis_params_and_macs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "models=[stylegan2]",
+                        "res=[512x1024,1024x1024]", "runs=1", "warmup=0", "memory=false", f"out={out}"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipped at 512x1024" in r.stdout
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["res"] == "1024x1024"
+    assert rows[0]["params"] == 28_268_812
+    assert abs(rows[0]["macs"] / 1e9 - 75.38) < 0.05  # FlopCounterMode, 1 MAC = 2 FLOPs

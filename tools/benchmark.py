@@ -67,10 +67,15 @@ def build(cfg, height: int, width: int, batch: int, device, dtype):
         inst = torch.randint(0, 4, (batch, 1, height, width), generator=gen)
         x = semantic_input(label, inst, spec).to(device=device, dtype=dtype)
         return g, lambda: g(x)
+    if cfg.input == "synthesis":  # StyleGAN-type: time (and count) the synthesis network on fixed W+ latents
+        with torch.no_grad():
+            z = torch.randn(batch, g.z_dim, generator=gen).to(device=device, dtype=dtype)
+            ws = g.broadcast(g.mapping(z))
+        return g.synthesis, lambda: g.synthesis(ws, noise_mode="const")
     if cfg.input == "latent":
         z = torch.randn(batch, int(node.get("z_dim", 512)), generator=gen).to(device=device, dtype=dtype)
         return g, lambda: g(z)
-    raise AsapError(f"conf/bench: unknown input kind {cfg.input!r} (semantic|latent)")
+    raise AsapError(f"conf/bench: unknown input kind {cfg.input!r} (semantic|latent|synthesis)")
 
 
 def run(cfg, positional):
@@ -98,7 +103,11 @@ def run(cfg, positional):
           f"warmup={cfg.warmup} runs={cfg.runs} (MACs: 1 MAC = 2 FLOPs, FlopCounterMode)")
     rows = []
     for h, w in resolutions:
-        built = {n: build(c, h, w, batch, device, dtype) for n, c in configs.items()}
+        fits = {n: c for n, c in configs.items() if h == w or not c.get("square", False)}
+        for n in configs:
+            if n not in fits:
+                print(f"{n}: skipped at {h}x{w} (square images only; ask for res=[{w}x{w}])")
+        built = {n: build(c, h, w, batch, device, dtype) for n, c in fits.items()}
         times = {n: [] for n in built}
         if cfg.compare:
             with torch.inference_mode():
@@ -119,6 +128,8 @@ def run(cfg, positional):
             row["peak_mem_mb"] = peak_memory_mb(fn, device) if cfg.memory else None
             rows.append(row)
         del built
+    if not rows:
+        raise AsapError("nothing to measure: every requested model was skipped at these resolutions")
     header = f"{'model':<12}{'res':>11}{'batch':>6}{'params(M)':>11}{'GMACs':>10}{'median ms':>11}{'IQR ms':>9}{'img/s':>9}{'peak MB':>9}"
     print(header)
     for r in rows:
@@ -131,6 +142,8 @@ def run(cfg, positional):
         for res in sorted({r["res"] for r in rows}, key=lambda s: [int(v) for v in s.split("x")]):
             by = {r["model"]: r for r in rows if r["res"] == res}
             for other in list(configs)[1:]:
+                if base not in by or other not in by:
+                    continue
                 speed = by[other]["latency_ms_median"] / by[base]["latency_ms_median"]
                 mac = (by[other]["macs"] / by[base]["macs"]) if by[base]["macs"] else float("nan")
                 print(f"{res}: {base} is {speed:.2f}x faster than {other} (MAC ratio {mac:.2f}x)")
