@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Generate images from seeds with a StyleGAN-type generator (our checkpoint or an official rosinality file)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asap.cli import tool_main  # noqa: E402
+
+HELP = """
+usage: python tools/generate.py checkpoint=PATH [seeds=[0,1,2] | seeds=0-7] [truncation_psi=0.7] [key=value ...]
+
+Writes seed0000.png, seed0001.png, ... (one per seed, uint8 RGB) and grid.png into out=DIR, and prints images/s.
+z for seed s is torch.randn(1, z_dim) from torch.Generator().manual_seed(s) on the CPU, so an image depends only
+on its seed (not on batch_size or the device).
+
+Keys (conf/generate.yaml):
+  checkpoint=PATH     our checkpoint (from tools/train.py; the EMA generator g_ema by default) or an official
+                      rosinality stylegan2-pytorch .pt (training checkpoint or convert_weight.py output)
+  family=NAME         official format: stylegan2 (default: detected from the file's keys)
+  +official.K=V       load options, e.g. +official.which=g for the non-EMA generator
+  seeds=SPEC          a list [0,1,2], one number, or a range string 0-7 (both ends included); '0-3,10' (quoted)
+                      mixes both (default [0..7])
+  truncation_psi=X    w -> w_avg + X * (w - w_avg) (default 1: none); w_avg comes from the file or, when the file
+                      does not carry it, is computed from 4096 seeded samples (a note is printed)
+  noise_mode=MODE     const (default: the stored noise maps) | random (noise maps drawn per seed) | none
+  batch_size=N        images per forward pass (default 8); device=auto|cpu|cuda|cuda:N (auto uses CUDA if present)
+  grid=BOOL           also write grid.png, all images in an about-square grid (default true)
+  out=DIR             output folder (default outputs/generate); files are written to a temp name, then renamed
+
+Any error (missing or corrupt checkpoint, a checkpoint that is not a StyleGAN-type generator, a bad seeds string,
+truncation_psi not a number) prints one line and exits with code 2 before any file is written.
+"""
+
+
+def run(cfg, positional):
+    from omegaconf import OmegaConf
+
+    import asap.pretrained
+    from asap.errors import AsapError
+    from asap.inference.generate import NOISE_MODES, check_stylegan, generate, parse_psi, parse_seeds, write_images
+    from asap.utils.device import resolve_device
+
+    if positional:
+        raise AsapError(f"unexpected argument {positional[0]!r} (use checkpoint=PATH; a missing file named this way "
+                        f"is taken as an argument)")
+    if OmegaConf.is_missing(cfg, "checkpoint") or cfg.checkpoint is None:
+        raise AsapError("checkpoint=PATH is required (our .pt checkpoint or an official rosinality stylegan2 .pt)")
+    seeds = parse_seeds(OmegaConf.to_container(cfg.seeds, resolve=True) if OmegaConf.is_config(cfg.seeds)
+                        else cfg.seeds)
+    psi = parse_psi(cfg.truncation_psi)
+    if cfg.noise_mode not in NOISE_MODES:
+        raise AsapError(f"noise_mode={cfg.noise_mode!r} must be one of {', '.join(NOISE_MODES)}")
+    try:
+        batch_size = int(cfg.batch_size)
+    except (TypeError, ValueError):
+        raise AsapError(f"batch_size={cfg.batch_size!r} is not an integer") from None
+    if batch_size < 1:
+        raise AsapError(f"batch_size must be >= 1, got {batch_size}")
+    device = resolve_device(cfg.device)
+    official = OmegaConf.to_container(cfg.official, resolve=True) or {}
+    G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)
+    images, ips = generate(G, seeds, psi, cfg.noise_mode, device, batch_size,
+                           note=lambda m: print(m, file=sys.stderr))
+    written = write_images(images, seeds, cfg.out, grid=bool(cfg.grid))
+    print(f"wrote {len(written)} image(s) ({G.size}x{G.size}) to {cfg.out} on {device}: {ips:.2f} images/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(tool_main("generate", run, HELP))
