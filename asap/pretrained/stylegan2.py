@@ -41,39 +41,27 @@ def detect(obj: Any) -> bool:
 # -- key maps: our state_dict key -> rosinality key -------------------------------------------------------------
 def generator_key_map(model: StyleGAN2Generator) -> dict[str, str]:
     syn = model.synthesis
-    noise_index = {id(conv): i for i, conv in enumerate(syn.styled_convs())}
-    styled_names = {"synthesis.conv1": ("conv1", syn.conv1)}
-    for k, block in enumerate(syn.blocks):
-        styled_names[f"synthesis.blocks.{k}.conv0"] = (f"convs.{2 * k}", block.conv0)
-        styled_names[f"synthesis.blocks.{k}.conv1"] = (f"convs.{2 * k + 1}", block.conv1)
-    mapping: dict[str, str] = {}
+    # our module prefix -> rosinality's; the leaf names below a prefix are the same on both sides
+    prefixes = {f"mapping.layers.{i}": f"style.{i + 1}" for i in range(len(model.mapping.layers))}
+    prefixes.update({"synthesis.const": "input", "synthesis.torgb1": "to_rgb1", "synthesis.conv1": "conv1"})
+    for k in range(len(syn.blocks)):
+        prefixes.update({f"synthesis.blocks.{k}.conv0": f"convs.{2 * k}",
+                         f"synthesis.blocks.{k}.conv1": f"convs.{2 * k + 1}",
+                         f"synthesis.blocks.{k}.torgb": f"to_rgbs.{k}"})
+    # the stored noise maps live in one module there, numbered in the official noise order
+    names = {id(m): n for n, m in syn.named_modules()}
+    mapping: dict[str, str] = {"w_avg": "latent_avg"}
+    for i, conv in enumerate(syn.styled_convs()):
+        mapping[f"synthesis.{names[id(conv)]}.noise.noise_const"] = f"noises.noise_{i}"
     for ours in model.state_dict():
-        if ours == "w_avg":
-            mapping[ours] = "latent_avg"
+        if ours in mapping:
             continue
-        m = re.fullmatch(r"mapping\.layers\.(\d+)\.(weight|bias)", ours)
-        if m:
-            mapping[ours] = f"style.{int(m.group(1)) + 1}.{m.group(2)}"
-            continue
-        if ours == "synthesis.const.input":
-            mapping[ours] = "input.input"
-            continue
-        m = re.fullmatch(r"synthesis\.torgb1\.(.+)", ours)
-        if m:
-            mapping[ours] = f"to_rgb1.{m.group(1)}"
-            continue
-        m = re.fullmatch(r"synthesis\.blocks\.(\d+)\.torgb\.(.+)", ours)
-        if m:
-            mapping[ours] = f"to_rgbs.{m.group(1)}.{m.group(2)}"
-            continue
-        for name, (theirs, conv) in styled_names.items():
-            if ours.startswith(name + "."):
-                rest = ours[len(name) + 1:]
-                mapping[ours] = (f"noises.noise_{noise_index[id(conv)]}" if rest == "noise.noise_const"
-                                 else f"{theirs}.{rest}")
-                break
-        else:
-            raise AssertionError(f"unmapped generator key {ours}")
+        prefix = ours
+        while prefix not in prefixes:
+            if "." not in prefix:
+                raise AssertionError(f"unmapped generator key {ours}")
+            prefix = prefix.rsplit(".", 1)[0]
+        mapping[ours] = prefixes[prefix] + ours[len(prefix):]
     return mapping
 
 
