@@ -40,7 +40,7 @@ def run(cfg, positional):
 
     import asap.pretrained
     from asap.errors import AsapError
-    from asap.inference.generate import NOISE_MODES, check_stylegan, generate, parse_psi, parse_seeds, write_images
+    from asap.inference.generate import check_options, check_stylegan, generate, parse_seeds, write_images
     from asap.utils.device import resolve_device
 
     if positional:
@@ -50,15 +50,7 @@ def run(cfg, positional):
         raise AsapError("checkpoint=PATH is required (our .pt checkpoint or an official rosinality stylegan2 .pt)")
     seeds = parse_seeds(OmegaConf.to_container(cfg.seeds, resolve=True) if OmegaConf.is_config(cfg.seeds)
                         else cfg.seeds)
-    psi = parse_psi(cfg.truncation_psi)
-    if cfg.noise_mode not in NOISE_MODES:
-        raise AsapError(f"noise_mode={cfg.noise_mode!r} must be one of {', '.join(NOISE_MODES)}")
-    try:
-        batch_size = int(cfg.batch_size)
-    except (TypeError, ValueError):
-        raise AsapError(f"batch_size={cfg.batch_size!r} is not an integer") from None
-    if batch_size < 1:
-        raise AsapError(f"batch_size must be >= 1, got {batch_size}")
+    psi, batch_size = check_options(cfg.truncation_psi, cfg.noise_mode, cfg.batch_size)
     device = resolve_device(cfg.device)
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
     G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)

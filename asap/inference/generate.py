@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 
 from asap.errors import AsapError
+from asap.nn.stylegan import NOISE_MODES
 from asap.utils.io import save_png
 
-NOISE_MODES = ("const", "random", "none")
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
@@ -93,6 +93,20 @@ def parse_psi(value: Any) -> float:
     return psi
 
 
+def check_options(truncation_psi: Any, noise_mode: str, batch_size: Any) -> tuple[float, int]:
+    """Validate the sampling options (before any checkpoint is read); returns (psi, batch_size)."""
+    psi = parse_psi(truncation_psi)
+    if noise_mode not in NOISE_MODES:
+        raise AsapError(f"noise_mode={noise_mode!r} must be one of {', '.join(NOISE_MODES)}")
+    try:
+        batch = int(batch_size)
+    except (TypeError, ValueError):
+        raise AsapError(f"batch_size={batch_size!r} is not an integer") from None
+    if batch < 1:
+        raise AsapError(f"batch_size must be >= 1, got {batch}")
+    return psi, batch
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[..., 3, H, W] in [-1, 1] -> uint8 of the same shape: (x + 1) * 127.5, clamped to [0, 255], rounded."""
     return ((images.detach().float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
@@ -130,18 +144,14 @@ def generate(G: nn.Module, seeds: Sequence[int], truncation_psi: float = 1.0, no
     ``truncation_psi`` pulls w towards ``G.w_avg`` (computed with ``G.mean_w()`` if unknown and psi != 1);
     ``noise_mode``: const (the stored noise maps), random (per-seed noise maps) or none."""
     check_stylegan(G, type(G).__name__)
-    if noise_mode not in NOISE_MODES:
-        raise AsapError(f"noise_mode={noise_mode!r} must be one of {', '.join(NOISE_MODES)}")
-    if int(batch_size) < 1:
-        raise AsapError(f"batch_size must be >= 1, got {batch_size}")
-    truncation_psi = parse_psi(truncation_psi)
+    truncation_psi, batch_size = check_options(truncation_psi, noise_mode, batch_size)
     device = torch.device(device)
     G = G.to(device).eval()
     if truncation_psi != 1:
         ensure_w_avg(G, note)
     out, busy = [], 0.0
-    for start in range(0, len(seeds), int(batch_size)):
-        chunk = seeds[start:start + int(batch_size)]
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start:start + batch_size]
         inputs = [seed_inputs(G, s, noise_mode) for s in chunk]
         t0 = time.perf_counter()
         z = torch.cat([zi for zi, _ in inputs]).to(device)

@@ -121,13 +121,7 @@ def normalize_noise_(noises: Sequence[torch.Tensor]) -> None:
 @torch.no_grad()
 def w_statistics(G: nn.Module, n: int = 10000, seed: int = 0, batch: int = 1024) -> tuple[torch.Tensor, float]:
     """Mean and std (sqrt of the summed per-dimension variance, as in the reference) of ``n`` mapped seeded z."""
-    device = G.w_avg.device
-    gen = torch.Generator().manual_seed(int(seed))
-    ws = []
-    for start in range(0, n, batch):
-        z = torch.randn(min(batch, n - start), G.z_dim, generator=gen).to(device)
-        ws.append(G.mapping(z).double())
-    ws = torch.cat(ws)
+    ws = G.sample_w(n, seed, batch).double()
     mean = ws.mean(0)
     std = float(((ws - mean).pow(2).sum() / n).sqrt())
     return mean.float(), std

@@ -164,14 +164,17 @@ class StyleGAN2Generator(nn.Module):
         return list(self.synthesis.channels)
 
     @torch.no_grad()
+    def sample_w(self, n: int, seed: int = 0, batch: int = 1024) -> torch.Tensor:
+        """Mapping outputs [n, w_dim] of ``n`` z drawn from a CPU generator seeded by ``seed`` (no global RNG)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        ws = [self.mapping(torch.randn(min(batch, n - start), self.z_dim, generator=gen).to(self.w_avg.device))
+              for start in range(0, n, batch)]
+        return torch.cat(ws)
+
+    @torch.no_grad()
     def mean_w(self, n: int = 4096, seed: int = 0, batch: int = 1024) -> torch.Tensor:
         """Mean mapping output over ``n`` seeded z; stored as ``w_avg`` and returned."""
-        gen = torch.Generator().manual_seed(int(seed))
-        total = torch.zeros(self.style_dim, dtype=torch.float64)
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), self.z_dim, generator=gen).to(self.w_avg.device)
-            total += self.mapping(z).double().sum(0).cpu()
-        self.w_avg.copy_((total / n).to(self.w_avg))
+        self.w_avg.copy_(self.sample_w(n, seed, batch).double().mean(0).to(self.w_avg))
         return self.w_avg
 
     def has_w_avg(self) -> bool:
