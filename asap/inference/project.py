@@ -13,11 +13,13 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from asap.data.transforms import SquareTransform
 from asap.errors import AsapError
 from asap.inference.generate import check_stylegan
 
@@ -26,7 +28,7 @@ LPIPS_MAX = 256  # images larger than this are average-pooled down for LPIPS, as
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """An image file -> [1, 3, size, size] in [-1, 1]: RGB, shorter side resized to ``size`` (LANCZOS), centre crop."""
+    """An image file -> [1, 3, size, size] in [-1, 1]: RGB, shorter side resized to ``size``, centre crop."""
     path = Path(path)
     if not path.is_file():
         raise AsapError(f"{path}: no such file")
@@ -40,14 +42,8 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     w, h = im.size
     if w < 1 or h < 1:
         raise AsapError(f"{path}: empty image")
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.LANCZOS)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-    return (x.permute(2, 0, 1).float() / 127.5 - 1).unsqueeze(0)
+    x = SquareTransform(int(size))(np.asarray(im))  # the same resize and crop as data=images trains on
+    return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float() / 127.5 - 1).unsqueeze(0)
 
 
 def lpips_input(img: torch.Tensor) -> torch.Tensor:
