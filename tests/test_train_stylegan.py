@@ -189,3 +189,17 @@ def test_stylegan2_composes_with_unconditional_data():
         assert cfg.model.generator.size == cfg.data.image_size == cfg.model.discriminator.size
     cfg = compose("train", ["model=stylegan2", "data=synthetic_images"])
     assert cfg.data.image_size == 64 and cfg.trainer.max_steps == 1000  # the CPU preset applies
+
+
+def test_validation_does_not_change_the_training_run(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    finals = []
+    for val_every in (0, 2):  # held-out metrics every 2 steps, or never
+        torch.manual_seed(0)
+        task, tr = _trainer(cfg, tmp_path / f"run{val_every}", max_steps=6, val_every=val_every, val_batches=1,
+                            ckpt_every=100)
+        tr.val_set = instantiate(cfg.data.train)
+        tr.fit()
+        finals.append(task.G.state_dict())
+    for k in finals[0]:
+        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=0, atol=0, equal_nan=True, msg=k)

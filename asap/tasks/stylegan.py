@@ -226,12 +226,13 @@ class StyleGANTask(Task):
     def evaluate(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         """D's mean logit on held-out reals and on EMA samples (a gap to the training reals signals D overfitting)."""
         real_sum, fake_sum, count = 0.0, 0.0, 0
-        gen = torch.Generator().manual_seed(1)
-        for batch in batches:
+        gen = torch.Generator().manual_seed(1)  # z and noise from a private generator: validation leaves the
+        for batch in batches:                   # training RNG untouched, so val_every cannot change a run
             real = batch["image"]
             z = torch.randn(real.shape[0], self.G.z_dim, generator=gen).to(self.device)
+            noise = [torch.randn(shape, generator=gen).to(self.device) for shape in self.G.synthesis.noise_shapes()]
             real_sum += float(self.D(real).sum())
-            fake_sum += float(self.D(self.G_ema(z, noise_mode="random")).sum())
+            fake_sum += float(self.D(self.G_ema(z, noise=noise)).sum())
             count += real.shape[0]
         if not count:
             return {}

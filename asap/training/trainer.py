@@ -123,7 +123,8 @@ class Trainer:
         if self.val_set is None:
             return []
         loader = DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                            collate_fn=self.collate_fn)
+                            collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(self.seed))
+        # (a private generator: starting the iterator would otherwise draw from the training RNG)
         for i, batch in enumerate(loader):
             if self.val_batches is not None and i >= int(self.val_batches):
                 break
