@@ -43,7 +43,7 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     if w < 1 or h < 1:
         raise AsapError(f"{path}: empty image")
     x = SquareTransform(int(size))(np.asarray(im))  # the same resize and crop as data=images trains on
-    return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float() / 127.5 - 1).unsqueeze(0)
+    return (torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 127.5 - 1).unsqueeze(0)
 
 
 def lpips_input(img: torch.Tensor) -> torch.Tensor:
