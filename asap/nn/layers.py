@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from asap.nn.winograd import conv3x3_winograd, winograd_filter
+
 NORMS = ("none", "instance", "instanceaffine", "batch", "sync_batch")
 
 
@@ -48,6 +50,30 @@ class ConvNormAct(nn.Module):
         self.conv = nn.utils.spectral_norm(conv) if spectral else conv
         self.norm = make_norm(sub, out_ch)
         self.act = activation
+        self._winograd: tuple[tuple, torch.Tensor] | None = None  # (weight identity, transformed filter)
+
+    def winograd_eligible(self) -> bool:
+        """A plain 3x3 stride-1 zero-padded conv (not spectral-normed: its weight changes every call)."""
+        c = self.conv
+        return (isinstance(c, nn.Conv2d) and not hasattr(c, "weight_orig") and c.kernel_size == (3, 3)
+                and c.stride == (1, 1) and c.dilation == (1, 1) and c.groups == 1 and c.padding == (1, 1)
+                and c.padding_mode == "zeros" and self.pad is None)
+
+    def winograd_filter(self) -> torch.Tensor:
+        """The conv's Winograd-transformed filter, recomputed only when the weight changes (new tensor, device,
+        dtype or an in-place update such as an optimiser step or load_state_dict)."""
+        w = self.conv.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        if self._winograd is None or self._winograd[0] != key:
+            self._winograd = (key, winograd_filter(w))
+        return self._winograd[1]
+
+    def forward_winograd(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference forward with the conv as Winograd F(2x2,3x3) (same result to rounding; see asap.nn.winograd)."""
+        x = conv3x3_winograd(x, self.winograd_filter(), self.conv.bias)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.act(x) if self.act is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:
@@ -59,9 +85,12 @@ class ConvNormAct(nn.Module):
 
 
 class TentDownsample(nn.Module):
-    """Separable tent ("bilinear") low-pass + stride-s subsampling, depthwise, with reflection padding s/2.
+    """Separable tent ("bilinear") low-pass + stride-s subsampling, per channel, with reflection padding s/2.
 
-    Kernel [1,3,...,2s-1,2s-1,...,3,1]/sum, horizontal pass with stride (1,s), then vertical with (s,1).
+    Kernel [1,3,...,2s-1,2s-1,...,3,1]/sum, horizontal pass with stride s, then vertical (the official
+    MySeparableBilinearDownsample). Computed as 2s strided multiply-adds per axis, which gives the same floats as
+    the depthwise convolution at a fraction of its time, and the vertical padding is applied after the horizontal
+    pass (reflection commutes with filtering along the other axis), on a tensor s times narrower.
     """
 
     def __init__(self, factor: int, channels: int) -> None:
@@ -70,12 +99,21 @@ class TentDownsample(nn.Module):
         self.channels = channels
         ramp = np.arange(1, 2 * self.factor + 1, 2)
         k = np.concatenate([ramp, ramp[::-1]])
-        kernel = torch.tensor(k / k.sum(), dtype=torch.float32)
-        self.register_buffer("kernel_h", kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
-        self.register_buffer("kernel_v", kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.taps = [float(v) for v in torch.tensor(k / k.sum(), dtype=torch.float32)]
+
+    def _along(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        s, p = self.factor, self.factor // 2
+        pad = (p, p, 0, 0) if dim == 3 else (0, 0, p, p)
+        x = F.pad(x, pad, mode="reflect")
+        n = (x.shape[dim] - 2 * s) // s + 1  # the strided convolution's output length
+        out = None
+        for t, k in enumerate(self.taps):
+            tap = x.narrow(dim, t, s * (n - 1) + 1)
+            tap = tap[..., ::s] if dim == 3 else tap[..., ::s, :]
+            out = tap * k if out is None else out.add_(tap, alpha=k)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.factor // 2
-        x = F.pad(x, (p, p, p, p), mode="reflect")
-        x = F.conv2d(x, self.kernel_h.to(x.dtype), stride=(1, self.factor), groups=self.channels)
-        return F.conv2d(x, self.kernel_v.to(x.dtype), stride=(self.factor, 1), groups=self.channels)
+        if x.shape[1] != self.channels:
+            raise ValueError(f"TentDownsample expects {self.channels} channels, got {x.shape[1]}")
+        return self._along(self._along(x, 3), 2)
