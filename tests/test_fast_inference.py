@@ -14,6 +14,7 @@ from asap.data.preprocess import semantic_input
 from asap.models.asapnet import ASAPNetGenerator
 from asap.nn.layers import ConvNormAct, TentDownsample
 from asap.nn.pixelwise import MLPLayout, pixelwise_mlp_blocks, pixelwise_mlp_tiled
+from asap.nn.pixelwise import cells_major as pixelwise_cells_major
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
 from tests.conftest import fixture_dir
 
@@ -49,12 +50,12 @@ def test_conv_norm_act_winograd_filter_follows_weight_updates():
     with torch.no_grad():
         first = layer.winograd_filter()
         assert layer.winograd_filter() is first  # cached
-        assert torch.allclose(layer.forward_winograd(x), layer(x), atol=1e-6)
+        assert torch.allclose(layer.forward_inference(x, winograd=True), layer(x), atol=1e-6)
         layer.conv.weight.mul_(2.0)  # in-place update (an optimiser step does the same)
         assert layer.winograd_filter() is not first
-        assert torch.allclose(layer.forward_winograd(x), layer(x), atol=1e-6)
+        assert torch.allclose(layer.forward_inference(x, winograd=True), layer(x), atol=1e-6)
         layer.load_state_dict({k: torch.randn_like(v) for k, v in layer.state_dict().items()})
-        assert torch.allclose(layer.forward_winograd(x), layer(x), atol=1e-5)
+        assert torch.allclose(layer.forward_inference(x, winograd=True), layer(x), atol=1e-5)
     assert not ConvNormAct(4, 4, 3, 2, "instance").winograd_eligible()  # strided
     assert not ConvNormAct(4, 4, 3, 1, "spectralinstance").winograd_eligible()  # weight recomputed every call
     assert not ConvNormAct(4, 4, 3, 1, "instance", pad_mode="reflect").winograd_eligible()
@@ -170,3 +171,12 @@ def test_tent_downsample_equals_depthwise_conv(factor):
     got = TentDownsample(factor, 3)(x)
     assert got.shape == (2, 3, 8, 4)
     assert (got - ref).abs().max() <= 1e-6
+
+
+def test_cells_major_transposes_any_layout():
+    p = torch.randn(2, 600, 3, 5)
+    got = pixelwise_cells_major(p)
+    assert got.shape == (2, 3, 5, 600) and got.is_contiguous()
+    assert torch.equal(got, p.permute(0, 2, 3, 1))
+    cl = p.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pixelwise_cells_major(cl), p.permute(0, 2, 3, 1))

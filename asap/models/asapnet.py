@@ -123,7 +123,7 @@ class ASAPNetGenerator(nn.Module):
         for layer in body:
             wide = least is not None and isinstance(layer, ConvNormAct) and layer.winograd_eligible() \
                 and min(layer.conv.in_channels, layer.conv.out_channels) >= least
-            x = layer.forward_winograd(x) if wide else layer(x)
+            x = layer.forward_inference(x, winograd=wide) if isinstance(layer, ConvNormAct) else layer(x)
         # the 1x1 head as one GEMM per image, weight [P, C] times features [C, cells] (faster than the conv)
         b, c, h, w = x.shape
         weight, bias = head.weight.view(head.out_channels, c), head.bias

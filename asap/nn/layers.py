@@ -68,11 +68,19 @@ class ConvNormAct(nn.Module):
             self._winograd = (key, winograd_filter(w))
         return self._winograd[1]
 
-    def forward_winograd(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference forward with the conv as Winograd F(2x2,3x3) (same result to rounding; see asap.nn.winograd)."""
-        x = conv3x3_winograd(x, self.winograd_filter(), self.conv.bias)
+    def forward_inference(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
+        """Forward without autograd: the activation in place and, with ``winograd``, the conv as Winograd
+        F(2x2,3x3) (same result to rounding; see asap.nn.winograd)."""
+        if winograd:
+            x = conv3x3_winograd(x, self.winograd_filter(), self.conv.bias)
+        else:
+            x = self.conv(self.pad(x) if self.pad is not None else x)
         if self.norm is not None:
             x = self.norm(x)
+        if isinstance(self.act, nn.ReLU):
+            return F.relu_(x)
+        if isinstance(self.act, nn.LeakyReLU):
+            return F.leaky_relu_(x, self.act.negative_slope)
         return self.act(x) if self.act is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

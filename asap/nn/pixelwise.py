@@ -102,6 +102,20 @@ def pixelwise_mlp_reference(x: torch.Tensor, params: torch.Tensor, layout: MLPLa
     return out
 
 
+def cells_major(params: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """[B,P,h,w] -> contiguous [B,h,w,P], transposed ``chunk`` channels at a time (each piece stays in cache,
+    about twice as fast on CPU as one strided copy of a large map)."""
+    b, p, h, w = params.shape
+    if params.permute(0, 2, 3, 1).is_contiguous():
+        return params.permute(0, 2, 3, 1)
+    out = params.new_empty(b, h * w, p)
+    flat = params.reshape(b, p, h * w)
+    for i in range(b):
+        for j in range(0, p, chunk):
+            out[i, :, j:j + chunk] = flat[i, j:j + chunk].t()
+    return out.view(b, h, w, p)
+
+
 def pixelwise_mlp_blocks(x: torch.Tensor, params: torch.Tensor, layout: MLPLayout, tile: int,
                          output_activation: str | None = "tanh", tile_encoding: torch.Tensor | None = None,
                          max_pixels: int = 1 << 14) -> torch.Tensor:
@@ -135,7 +149,7 @@ def pixelwise_mlp_blocks(x: torch.Tensor, params: torch.Tensor, layout: MLPLayou
     inp = x.new_empty(cells, kk, c + e)
     if e:  # constant columns, written once
         inp[:, :, c:] = tile_encoding.reshape(e, kk).t().to(x.dtype)
-    grid = params.permute(0, 2, 3, 1).contiguous()  # [B, hl, wl, P]: every cell's parameters contiguous
+    grid = cells_major(params)  # [B, hl, wl, P]: every cell's parameters contiguous
     sizes = layout.chunk_sizes()
     last = layout.num_layers - 1
     for bi in range(b):
