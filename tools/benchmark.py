@@ -17,7 +17,8 @@ usage: python tools/benchmark.py [models=[asapnet,spade]] [res=[256x512,512x1024
                                  [batch=1] [device=auto|cpu|cuda] [threads=N] [runs=5] [warmup=2] [out=FILE.json|.csv]
 
 For every generator family described in conf/bench/<name>.yaml (a new family adds a file there): parameter count,
-MACs (counted with torch.utils.flop_counter.FlopCounterMode; 1 MAC = 2 FLOPs), latency (warm-up runs, then the
+MACs (counted with torch.utils.flop_counter.FlopCounterMode; 1 MAC = 2 FLOPs; "GMACs" for the network as defined,
+"run GMACs" for the timed call, fewer where an exact fast path such as Winograd runs), latency (warm-up runs, then the
 median and spread of N timed runs under torch.inference_mode; CUDA timed with events after synchronisation),
 images/s at the batch size, and peak memory of one forward pass (CUDA allocator peak, or CPU resident-set growth).
 compare=[a,b] interleaves the models run by run, so machine drift hits all alike, and prints speed ratios.
@@ -54,7 +55,7 @@ def build(cfg, height: int, width: int, batch: int, device, dtype):
     from asap.errors import AsapError
     from asap.pretrained.native import build as build_net
 
-    node = OmegaConf.merge(cfg, {"width": width, "height": height})
+    node = OmegaConf.merge(cfg, {"width": width, "height": height, "aspect": width / height})
     gen_cfg = OmegaConf.to_container(node.generator, resolve=True)
     try:
         g = build_net(gen_cfg).to(device=device, dtype=dtype).eval()
@@ -78,11 +79,26 @@ def build(cfg, height: int, width: int, batch: int, device, dtype):
     raise AsapError(f"conf/bench: unknown input kind {cfg.input!r} (semantic|latent|synthesis)")
 
 
+def architecture_and_executed_macs(g, fn) -> tuple[int, int]:
+    """MACs of the network as defined (direct convolutions; what papers report) and of the timed call, which
+    may take a cheaper exact path (ASAPNet's inference path runs its wide convs as Winograd)."""
+    from asap.metrics.profile import count_macs
+
+    executed = count_macs(fn)
+    if not getattr(g, "fast_inference", False):
+        return executed, executed
+    g.fast_inference = False
+    try:
+        return count_macs(fn), executed
+    finally:
+        g.fast_inference = True
+
+
 def run(cfg, positional):
     import torch
 
     from asap.errors import AsapError
-    from asap.metrics.profile import count_macs, count_params, latency, peak_memory_mb, summarize, time_once
+    from asap.metrics.profile import count_params, latency, peak_memory_mb, summarize, time_once
     from asap.utils.device import resolve_device
     from asap.utils.io import atomic_path
 
@@ -123,17 +139,21 @@ def run(cfg, positional):
         for n, (g, fn) in built.items():
             row = {"model": n, "res": f"{h}x{w}", "batch": batch, "device": str(device),
                    "threads": torch.get_num_threads(), "dtype": str(cfg.dtype), "params": count_params(g),
-                   "macs": count_macs(fn) if cfg.macs else None, **summarize(times[n])}
+                   "macs": None, "macs_executed": None, **summarize(times[n])}
+            if cfg.macs:
+                row["macs"], row["macs_executed"] = architecture_and_executed_macs(g, fn)
             row["images_per_s"] = batch / (row["latency_ms_median"] / 1000.0)
             row["peak_mem_mb"] = peak_memory_mb(fn, device) if cfg.memory else None
             rows.append(row)
         del built
     if not rows:
         raise AsapError("nothing to measure: every requested model was skipped at these resolutions")
-    header = f"{'model':<12}{'res':>11}{'batch':>6}{'params(M)':>11}{'GMACs':>10}{'median ms':>11}{'IQR ms':>9}{'img/s':>9}{'peak MB':>9}"
+    header = (f"{'model':<12}{'res':>11}{'batch':>6}{'params(M)':>11}{'GMACs':>10}{'run GMACs':>11}{'median ms':>11}"
+              f"{'IQR ms':>9}{'img/s':>9}{'peak MB':>9}")
     print(header)
     for r in rows:
         macs = f"{r['macs'] / 1e9:10.2f}" if r["macs"] is not None else f"{'-':>10}"
+        macs += f"{r['macs_executed'] / 1e9:11.2f}" if r["macs_executed"] is not None else f"{'-':>11}"
         mem = f"{r['peak_mem_mb']:9.0f}" if r["peak_mem_mb"] is not None else f"{'-':>9}"
         print(f"{r['model']:<12}{r['res']:>11}{r['batch']:>6}{r['params'] / 1e6:11.2f}{macs}"
               f"{r['latency_ms_median']:11.1f}{r['latency_ms_iqr']:9.1f}{r['images_per_s']:9.2f}{mem}")

@@ -59,6 +59,16 @@ def summarize(times: list[float]) -> dict[str, float]:
             "latency_ms_iqr": q[2] - q[0]}
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc malloc_trim), so that resident-set growth measures what a
+    call allocates rather than what earlier calls left cached in the allocator. No-op elsewhere."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -66,7 +76,8 @@ def _rss_bytes() -> int:
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory of one call in MiB: the CUDA allocator's peak, or on CPU the resident-set growth above the
-    level before the call (sampled every millisecond; Linux /proc)."""
+    level before the call (sampled every millisecond; Linux /proc), after returning cached free heap pages to the
+    OS so that memory left over by earlier calls does not hide the call's own peak."""
     with torch.inference_mode():
         if device.type == "cuda":
             _sync(device)
@@ -75,6 +86,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
             fn()
             _sync(device)
             return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+        _release_free_heap()
         try:
             base = _rss_bytes()
         except OSError:

@@ -124,4 +124,11 @@ class TentDownsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.channels:
             raise ValueError(f"TentDownsample expects {self.channels} channels, got {x.shape[1]}")
-        return self._along(self._along(x, 3), 2)
+        rows = x.shape[2]
+        if torch.is_grad_enabled() or x[0, 0].numel() * x.shape[0] * x.shape[1] < 1 << 22:
+            return self._along(self._along(x, 3), 2)
+        # inference on a large map: the horizontal pass in bands of rows, so that the padded copy never exists
+        # for the whole input (the rows are independent in this pass)
+        band = max(1, (1 << 22) // (x.shape[0] * x.shape[1] * x.shape[3]))
+        wide = torch.cat([self._along(x[:, :, r:r + band], 3) for r in range(0, rows, band)], 2)
+        return self._along(wide, 2)

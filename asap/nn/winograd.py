@@ -12,17 +12,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# G for F(2,3): the filter transform (entries 0, 1/2, 1: exact in floating point)
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+def _g_rows(g0: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> list[torch.Tensor]:
+    """One axis of G g G^T: G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]] (halving is exact)."""
+    return [g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2]
 
 
 def winograd_filter(weight: torch.Tensor) -> torch.Tensor:
-    """[O, I, 3, 3] filter -> [16, I, O] transformed filter U = G g G^T (computed in float64, stored as given)."""
+    """[O, I, 3, 3] filter -> [16, I, O] transformed filter U = G g G^T, in the weight's dtype.
+
+    Computed on [I, O] slabs of the filter (one transpose, then additions), so transforming a 1024x1024 filter
+    takes tens of milliseconds; done once per weight by the callers' caches."""
     if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
         raise ValueError(f"Winograd F(2x2,3x3) needs a [O,I,3,3] filter, got {tuple(weight.shape)}")
-    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
-    u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().double(), g)
-    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+    g = weight.detach().permute(2, 3, 1, 0).contiguous()  # [3, 3, I, O]
+    rows = [_g_rows(g[0, j], g[1, j], g[2, j]) for j in range(3)]  # rows[j][a]: transformed along the first axis
+    u = weight.new_empty(16, weight.shape[1], weight.shape[0])
+    for a in range(4):
+        for b, v in enumerate(_g_rows(rows[0][a], rows[1][a], rows[2][a])):
+            u[4 * a + b] = v
+    return u
 
 
 def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
