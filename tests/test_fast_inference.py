@@ -191,3 +191,17 @@ def test_tent_downsample_banded_inference_equals_whole_map():
     with torch.no_grad():
         banded = ds(x)
     assert torch.equal(banded, whole)
+
+
+def test_inference_path_under_cpu_autocast_and_in_bfloat16():
+    """Reduced precision runs through the same path (bf16 conv/GEMMs); outputs stay close to float32."""
+    g = _small_generator(downsampling=8, learned_ds_factor=4, lr_width=8, lr_max_width=8, lr_depth=1, hr_width=8,
+                         hr_depth=2)
+    x = semantic_input(torch.randint(0, 5, (2, 1, 16, 32)), torch.randint(0, 3, (2, 1, 16, 32)), g.spec)
+    with torch.inference_mode():
+        ref = g(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = g(x)
+        half = g.bfloat16()(x.bfloat16())
+    assert auto.shape == half.shape == ref.shape
+    assert (auto.float() - ref).abs().max() < 5e-2 and (half.float() - ref).abs().max() < 5e-2

@@ -128,12 +128,9 @@ class ASAPNetGenerator(nn.Module):
         b, c, h, w = x.shape
         weight, bias = head.weight.view(head.out_channels, c), head.bias
         feats = x.reshape(b, c, h * w)
-        out = x.new_empty(b, head.out_channels, h * w)
-        for i in range(b):
-            if bias is None:
-                torch.mm(weight, feats[i], out=out[i])
-            else:
-                torch.addmm(bias.unsqueeze(1), weight, feats[i], out=out[i])
+        rows = [torch.addmm(bias.unsqueeze(1), weight, feats[i]) if bias is not None else weight @ feats[i]
+                for i in range(b)]
+        out = rows[0].unsqueeze(0) if b == 1 else torch.stack(rows)
         return out.view(b, head.out_channels, h, w)
 
     def highres_input(self, x: torch.Tensor) -> torch.Tensor:
