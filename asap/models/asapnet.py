@@ -121,9 +121,12 @@ class ASAPNetGenerator(nn.Module):
         *body, head = self.lr_stream
         least = self.winograd_min_channels
         for layer in body:
-            wide = least is not None and isinstance(layer, ConvNormAct) and layer.winograd_eligible() \
+            if not isinstance(layer, ConvNormAct):
+                x = layer(x)
+                continue
+            wide = least is not None and layer.winograd_eligible() \
                 and min(layer.conv.in_channels, layer.conv.out_channels) >= least
-            x = layer.forward_inference(x, winograd=wide) if isinstance(layer, ConvNormAct) else layer(x)
+            x = layer.forward_inference(x, winograd=wide)
         # the 1x1 head as one GEMM per image, weight [P, C] times features [C, cells] (faster than the conv)
         b, c, h, w = x.shape
         weight, bias = head.weight.view(head.out_channels, c), head.bias

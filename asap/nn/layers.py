@@ -71,25 +71,23 @@ class ConvNormAct(nn.Module):
     def forward_inference(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
         """Forward without autograd: the activation in place and, with ``winograd``, the conv as Winograd
         F(2x2,3x3) (same result to rounding; see asap.nn.winograd)."""
-        if winograd:
-            x = conv3x3_winograd(x, self.winograd_filter(), self.conv.bias)
-        else:
-            x = self.conv(self.pad(x) if self.pad is not None else x)
+        x = conv3x3_winograd(x, self.winograd_filter(), self.conv.bias) if winograd else self._conv(x)
+        return self._norm_act(x, inplace=True)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x) if self.pad is not None else x)
+
+    def _norm_act(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         if self.norm is not None:
             x = self.norm(x)
-        if isinstance(self.act, nn.ReLU):
+        if inplace and isinstance(self.act, nn.ReLU):
             return F.relu_(x)
-        if isinstance(self.act, nn.LeakyReLU):
+        if inplace and isinstance(self.act, nn.LeakyReLU):
             return F.leaky_relu_(x, self.act.negative_slope)
         return self.act(x) if self.act is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad is not None:
-            x = self.pad(x)
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        return self.act(x) if self.act is not None else x
+        return self._norm_act(self._conv(x), inplace=False)
 
 
 class TentDownsample(nn.Module):
@@ -100,6 +98,8 @@ class TentDownsample(nn.Module):
     the depthwise convolution at a fraction of its time, and the vertical padding is applied after the horizontal
     pass (reflection commutes with filtering along the other axis), on a tensor s times narrower.
     """
+
+    BAND_VALUES = 1 << 22  # inference on maps larger than this filters horizontally in bands of about this size
 
     def __init__(self, factor: int, channels: int) -> None:
         super().__init__()
@@ -124,11 +124,10 @@ class TentDownsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.channels:
             raise ValueError(f"TentDownsample expects {self.channels} channels, got {x.shape[1]}")
-        rows = x.shape[2]
-        if torch.is_grad_enabled() or x[0, 0].numel() * x.shape[0] * x.shape[1] < 1 << 22:
+        if torch.is_grad_enabled() or x.numel() < self.BAND_VALUES:
             return self._along(self._along(x, 3), 2)
         # inference on a large map: the horizontal pass in bands of rows, so that the padded copy never exists
         # for the whole input (the rows are independent in this pass)
-        band = max(1, (1 << 22) // (x.shape[0] * x.shape[1] * x.shape[3]))
-        wide = torch.cat([self._along(x[:, :, r:r + band], 3) for r in range(0, rows, band)], 2)
+        band = max(1, self.BAND_VALUES * x.shape[2] // x.numel())
+        wide = torch.cat([self._along(x[:, :, r:r + band], 3) for r in range(0, x.shape[2], band)], 2)
         return self._along(wide, 2)

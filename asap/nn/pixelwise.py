@@ -57,6 +57,17 @@ def _activation(x: torch.Tensor, last: bool, output_activation: str | None) -> t
     return x
 
 
+def _activation_(x: torch.Tensor, last: bool, output_activation: str | None) -> torch.Tensor:
+    """In-place :func:`_activation` (for freshly computed layer outputs)."""
+    if not last:
+        return F.leaky_relu_(x, 0.01)
+    if output_activation == "tanh":
+        return x.tanh_()
+    if output_activation == "sigmoid":
+        return x.sigmoid_()
+    return x
+
+
 def pixelwise_mlp_tiled(x: torch.Tensor, params: torch.Tensor, layout: MLPLayout, tile: int,
                        output_activation: str | None = "tanh") -> torch.Tensor:
     """Run the per-tile MLPs: x [B,Cin,H,W], params [B,P,H/tile,W/tile] -> [B,Cout,H,W].
@@ -78,13 +89,8 @@ def pixelwise_mlp_tiled(x: torch.Tensor, params: torch.Tensor, layout: MLPLayout
     last = layout.num_layers - 1
     for i, (nci, nco) in enumerate(zip(layout.channels[:-1], layout.channels[1:])):
         bias, weight = chunks[2 * i], chunks[2 * i + 1]
-        out = torch.baddbmm(bias.unsqueeze(1), out, weight.reshape(n, nci, nco))
-        if i < last:
-            F.leaky_relu_(out, 0.01)
-        elif output_activation == "tanh":
-            out.tanh_()
-        elif output_activation == "sigmoid":
-            out.sigmoid_()
+        out = _activation_(torch.baddbmm(bias.unsqueeze(1), out, weight.reshape(n, nci, nco)), i == last,
+                           output_activation)
     cout = layout.channels[-1]
     return out.view(b, hl, wl, k, k, cout).permute(0, 5, 1, 3, 2, 4).reshape(b, cout, h, w)
 
@@ -165,15 +171,9 @@ def pixelwise_mlp_blocks(x: torch.Tensor, params: torch.Tensor, layout: MLPLayou
                 for i, (nci, nco) in enumerate(zip(layout.channels[:-1], layout.channels[1:])):
                     bias, weight = chunks[2 * i], chunks[2 * i + 1].reshape(n, nci, nco)
                     if i < last:  # [n, kk, nco] = [n, kk, nci] @ [n, nci, nco]
-                        a = torch.bmm(a, weight)
-                        a += bias.unsqueeze(1)
-                        F.leaky_relu_(a, 0.01)
+                        a = torch.bmm(a, weight).add_(bias.unsqueeze(1))
                     else:  # transposed: [n, nco, kk] = [n, nco, nci] @ [n, nci, kk]
-                        a = torch.bmm(weight.transpose(1, 2), a.transpose(1, 2))
-                        a += bias.unsqueeze(2)
-                        if output_activation == "tanh":
-                            a.tanh_()
-                        elif output_activation == "sigmoid":
-                            a.sigmoid_()
+                        a = torch.bmm(weight.transpose(1, 2), a.transpose(1, 2)).add_(bias.unsqueeze(2))
+                    a = _activation_(a, i == last, output_activation)
                 out[bi, :, ys, xs] = a.view(nr, nc, cout, k, k).permute(2, 0, 3, 1, 4).reshape(cout, nr * k, nc * k)
     return out

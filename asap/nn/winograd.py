@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def _g_rows(g0: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> list[torch.Tensor]:
     """One axis of G g G^T: G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]] (halving is exact)."""
     return [g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2]
