@@ -7,26 +7,27 @@
 Ids follow SPADE's ``postprocess``: the generic dontcare rule (255 -> label_nc) first, then every id is
 shifted down by one and the resulting -1 (file id 0, "unlabeled") becomes label_nc = 150, the dontcare class
 (``contain_dontcare_label``). So file ids 1..150 become 0..149 and file id 0 becomes 150. No instance maps.
+Files are read by :func:`asap.data.labels.read_label_ids` (as translate.py labels=ade20k reads them): a map
+saved in the ADE20K colours decodes to the same file ids.
 Preset: resize_and_crop, load 286 (train) / 256 (test), crop 256, flip when training.
 """
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from asap.errors import AsapError
 
-from .paired import DONTCARE_ID, PairedDataset, Sample, list_files, match_by_key
+from .labels import ADE20K_CLASSES as NUM_CLASSES
+from .paired import PairedDataset, Sample, list_files, match_by_key
 
 SPLIT_DIRS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
-NUM_CLASSES = 150
 
 
 class ADE20KDataset(PairedDataset):
     """ADE20K scene-parsing labels -> photos (SPADE id convention)."""
 
     name = "ade20k"
+    convention = "ade20k"     # ADE20K palette for colour files, SPADE's id shift (asap.data.labels.ade20k_ids)
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, label_nc: int = NUM_CLASSES,
                  contain_dontcare_label: bool = True, preprocess_mode: str = "resize_and_crop", load_size: int = 286,
@@ -53,11 +54,3 @@ class ADE20KDataset(PairedDataset):
                          load_size=load_size, crop_size=crop_size, aspect_ratio=aspect_ratio,
                          flip=(split == "train") if flip is None else flip, crop_position=crop_position,
                          skip_bad=skip_bad, max_samples=max_samples)
-
-    def map_ids(self, raw: np.ndarray) -> np.ndarray:
-        ids = raw.copy()
-        ids[raw == DONTCARE_ID] = self.label_nc
-        ids -= 1
-        ids[ids == -1] = self.label_nc
-        ids[(raw > NUM_CLASSES) & (raw != DONTCARE_ID)] = -1   # not an ADE20K id: reported by the range check
-        return ids

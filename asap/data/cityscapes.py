@@ -6,7 +6,9 @@
 
 Label, instance and photo are matched by the first three ``_``-separated name components
 ([city]_[seq]_[frame]), as the official ``paths_match`` does. Preset: label_nc 35, no dontcare channel,
-preprocess ``fixed`` with crop 512 / aspect 2 (256x512), flip when training.
+preprocess ``fixed`` with crop 512 / aspect 2 (256x512), flip when training. Label files are read by
+:func:`asap.data.labels.read_label_ids` (as translate.py reads them): a label map saved in the Cityscapes
+colours decodes to the same ids.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class CityscapesDataset(PairedDataset):
     """Cityscapes label ids (+ instance ids) -> photos; items as described in :mod:`asap.data.paired`."""
 
     name = "cityscapes"
+    convention = "cityscapes"     # colour-coded files use the cityscapes palette (asap.data.labels)
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, label_nc: int = 35,
                  contain_dontcare_label: bool = False, instance: bool = True, preprocess_mode: str = "fixed",

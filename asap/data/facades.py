@@ -6,7 +6,8 @@
 
 The label PNGs are read as stored (palette indices, not colours): 1 background, 2 facade, 3 window, 4 door,
 5 cornice, 6 sill, 7 balcony, 8 blind, 9 deco, 10 molding, 11 pillar, 12 shop; 0 is unused, hence
-label_nc 13 with no dontcare channel. Labels and photos are matched by file stem. No instance maps.
+label_nc 13 with no dontcare channel (an RGB map in the facades colours
+reads the same: asap.data.labels). Labels and photos are matched by file stem. No instance maps.
 Preset: resize_and_crop, load 286 (train) / 256 (test), crop 256, flip when training.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ class FacadesDataset(PairedDataset):
     """CMP Facades labels -> photos."""
 
     name = "facades"
+    convention = "facades"     # colour-coded files use the facades palette (asap.data.labels)
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, label_nc: int = 13,
                  contain_dontcare_label: bool = False, preprocess_mode: str = "resize_and_crop", load_size: int = 286,

@@ -1,7 +1,9 @@
 """Shared logic of the label-map -> photo datasets: reading files, checking a pair, mapping ids, transforming.
 
-A dataset subclass only finds its files (a list of :class:`Sample`) and, where the official code does, maps the
-raw ids (:meth:`PairedDataset.map_ids`). Every item is
+A dataset subclass only finds its files (a list of :class:`Sample`) and names its label convention
+(:data:`asap.data.labels.CONVENTIONS`: the palette of colour-coded files and the file-id -> id rule, as the official
+code maps ids). Label and instance files are read by :func:`asap.data.labels.read_label_ids`, the reader that
+tools/translate.py uses too. Every item is
 ``dict(label=LongTensor[1,H,W], instance=LongTensor[1,H,W], image=FloatTensor[3,H,W] in [-1,1], path=str)``
 with ``path`` the label file. A bad sample (unreadable file, sizes that differ, ids outside the label set)
 raises :class:`AsapError` naming the file, or - with ``skip_bad`` - makes ``__getitem__`` return None, which
@@ -23,12 +25,12 @@ from torch.utils.data import Dataset
 from asap.errors import AsapError
 
 from .collate import collate
+from .labels import DONTCARE_ID, first_out_of_range, get_convention, open_image, read_label_ids  # noqa: F401
 from .transforms import JointTransform
 
 log = logging.getLogger("asap.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-DONTCARE_ID = 255
 
 
 @dataclass(frozen=True)
@@ -54,44 +56,10 @@ def list_files(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, recur
     return sorted((p for p in it if p.is_file() and p.suffix.lower() in exts), key=natural_key)
 
 
-def _open(path: Path, what: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except FileNotFoundError:
-        raise AsapError(f"{path}: {what} file not found") from None
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise AsapError(f"{path}: cannot read {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
-            from None
-
-
-def read_ids(path: str | os.PathLike, what: str = "label map", palette: np.ndarray | str | None = None) -> np.ndarray:
-    """An id map PNG -> HxW int64. Single-channel modes (L, P: palette indices, I;16, I) are read as stored;
-    an RGB file is decoded with ``palette`` when one is given, else rejected."""
-    path = Path(path)
-    img = _open(path, what)
-    if img.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
-        arr = np.asarray(img)
-        return arr.astype(np.int64)
-    if img.mode in ("RGB", "RGBA") and palette is not None:
-        from .palettes import colors_to_ids
-        return colors_to_ids(np.asarray(img.convert("RGB")), palette, source=str(path))
-    if img.mode in ("RGB", "RGBA", "LA"):
-        arr = np.asarray(img.convert("RGB"))
-        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
-            return arr[..., 0].astype(np.int64)
-        raise AsapError(f"{path}: {what} is a colour image (mode {img.mode}); expected one id per pixel "
-                        f"(8/16-bit grey or palette PNG) or a known palette")
-    raise AsapError(f"{path}: unsupported {what} image mode {img.mode}")
-
-
 def read_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """A photo -> HxWx3 uint8."""
     path = Path(path)
-    img = _open(path, what)
+    img = open_image(path, what)
     if img.mode in ("I", "I;16", "F"):
         raise AsapError(f"{path}: {what} has {img.mode} pixels; expected 8-bit RGB or grey")
     return np.asarray(img.convert("RGB"))
@@ -107,9 +75,10 @@ def to_tensors(label: np.ndarray, image: np.ndarray, instance: np.ndarray | None
 
 
 class PairedDataset(Dataset):
-    """Base of the label -> photo datasets; subclasses pass the sample list and may override :meth:`map_ids`."""
+    """Base of the label -> photo datasets; subclasses pass the sample list and name their label ``convention``."""
 
     name = "paired"
+    convention = "ids"                   # asap.data.labels.CONVENTIONS key: palette + file-id rule
     collate_fn = staticmethod(collate)   # drops None items (skip_bad) and counts them in batch["skipped"]
 
     def __init__(self, samples: Sequence[Sample], *, label_nc: int, contain_dontcare_label: bool = False,
@@ -128,7 +97,7 @@ class PairedDataset(Dataset):
                                         crop_size=int(crop_size), aspect_ratio=float(aspect_ratio), flip=bool(flip),
                                         crop_position=crop_position)
         self.skip_bad = bool(skip_bad)
-        self.label_palette = label_palette
+        self.label_palette = get_convention(self.convention).palette if label_palette is None else label_palette
 
     @property
     def num_label_channels(self) -> int:
@@ -139,29 +108,26 @@ class PairedDataset(Dataset):
 
     # -- hooks --------------------------------------------------------------------------------------------------
     def map_ids(self, raw: np.ndarray) -> np.ndarray:
-        """Raw file ids -> dataset ids; default: the official dontcare rule 255 -> label_nc."""
-        ids = raw.copy()
-        ids[ids == DONTCARE_ID] = self.label_nc
-        return ids
+        """Raw file ids -> dataset ids by the dataset's convention (shared with translate's ``labels=``)."""
+        return get_convention(self.convention).map_ids(raw, self.label_nc)
 
     # -- reading ------------------------------------------------------------------------------------------------
     def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Read and check one pair (untransformed): ids HxW, photo HxWx3, instance ids HxW or None."""
-        raw = read_ids(sample.label, "label map", self.label_palette)
+        raw = read_label_ids(sample.label, self.label_palette, "label map")
         image = read_rgb(sample.image, "image")
         if raw.shape[:2] != image.shape[:2]:
             raise AsapError(f"{sample.label}: label size {raw.shape[1]}x{raw.shape[0]} differs from image "
                             f"{sample.image} size {image.shape[1]}x{image.shape[0]}")
         instance = None
         if sample.instance is not None:
-            instance = read_ids(sample.instance, "instance map")
+            instance = read_label_ids(sample.instance, None, "instance map")
             if instance.shape != raw.shape:
                 raise AsapError(f"{sample.instance}: instance map size {instance.shape[1]}x{instance.shape[0]} "
                                 f"differs from label {sample.label} size {raw.shape[1]}x{raw.shape[0]}")
         ids = self.map_ids(raw)
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= self.num_label_channels:
-            bad_raw = int(raw[(ids < 0) | (ids >= self.num_label_channels)].flat[0])
+        bad_raw = first_out_of_range(raw, ids, self.num_label_channels)
+        if bad_raw is not None:
             dc = " + dontcare" if self.contain_dontcare_label else ""
             raise AsapError(f"{sample.label}: label id {bad_raw} is outside the {self.num_label_channels} ids of "
                             f"this dataset (label_nc={self.label_nc}{dc})")

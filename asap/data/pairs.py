@@ -5,7 +5,8 @@
 
 Files are matched by their path relative to the folder, without extension (so sub-folders are allowed). Label
 maps hold one id per pixel (8/16-bit grey or palette PNG); colour-coded maps are decoded with
-``label_palette`` (a palette name such as ``cityscapes``). Id 255 is dontcare (-> label_nc), as officially.
+``label_palette`` (a palette name such as ``cityscapes``), by the rules of :func:`asap.data.labels.read_label_ids`
+that translate.py shares. Id 255 is dontcare (-> label_nc), as officially.
 Defaults follow SPADE's ``custom`` dataset preset: resize_and_crop, load 286 (test 256), crop 256.
 """
 from __future__ import annotations

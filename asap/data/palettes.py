@@ -109,6 +109,17 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
+def palette_lookup(rgb: np.ndarray, palette: np.ndarray | str) -> tuple[np.ndarray, np.ndarray]:
+    """Colours HxWx3 -> (ids HxW int64, known HxW bool) without raising, so a caller can choose its fallback;
+    a colour used by several ids maps to the smallest, an unknown colour to 0 with ``known`` False."""
+    pal = _as_palette(palette)
+    keys, first_id = np.unique(_pack(pal), return_index=True)   # sorted keys; first (smallest) id of each colour
+    img = _pack(np.asarray(rgb))
+    pos = np.minimum(np.searchsorted(keys, img), len(keys) - 1)
+    known = keys[pos] == img
+    return np.where(known, first_id[pos], 0).astype(np.int64), known
+
+
 def colors_to_ids(rgb: np.ndarray, palette: np.ndarray | str, source: str = "label map") -> np.ndarray:
     """Colour-coded label map HxWx3 -> ids HxW int64; a colour absent from the palette raises AsapError naming
     ``source``, the first such colour and its pixel position. A colour used by several ids maps to the smallest."""
@@ -116,13 +127,10 @@ def colors_to_ids(rgb: np.ndarray, palette: np.ndarray | str, source: str = "lab
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise AsapError(f"{source}: expected an HxWx3 colour image, got shape {rgb.shape}")
-    keys, first_id = np.unique(_pack(pal), return_index=True)   # sorted keys; first (smallest) id of each colour
-    img = _pack(rgb)
-    pos = np.searchsorted(keys, img)
-    pos = np.minimum(pos, len(keys) - 1)
-    ok = keys[pos] == img
-    if not ok.all():
-        y, x = np.unravel_index(int(np.argmin(ok)), ok.shape)
+    ids, known = palette_lookup(rgb, pal)
+    if not known.all():
+        y, x = np.unravel_index(int(np.argmin(known)), known.shape)
         c = tuple(int(v) for v in rgb[y, x])
-        raise AsapError(f"{source}: colour {c} at pixel (x={x}, y={y}) is not in the palette ({len(pal)} colours)")
-    return first_id[pos].astype(np.int64)
+        name = f"the {palette} palette" if isinstance(palette, str) else "the palette"
+        raise AsapError(f"{source}: colour {c} at pixel (x={x}, y={y}) is not in {name} ({len(pal)} colours)")
+    return ids

@@ -1,4 +1,9 @@
-"""Label map files -> generator input tensors -> image files: the engine behind tools/translate.py."""
+"""Label map files -> generator input tensors -> image files: the engine behind tools/translate.py.
+
+Label and instance files are read by :func:`asap.data.labels.read_label_ids` and mapped by the same label
+convention as the training datasets (``labels=cityscapes`` reads a file as CityscapesDataset does, and so on), so
+a file gives the same ids, or the same one-line error, in training and here.
+"""
 from __future__ import annotations
 
 import time
@@ -9,15 +14,18 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from asap.data.preprocess import SemanticSpec, check_label_ids, semantic_input
+from asap.data.labels import CONVENTIONS as DATASET_CONVENTIONS
+from asap.data.labels import LabelConvention, first_out_of_range, get_convention, read_label_ids
+from asap.data.preprocess import SemanticSpec, semantic_input
 from asap.errors import AsapError
 from asap.utils.io import save_png
 
 IMAGE_EXTS = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"}
-# label conventions: how ids stored in files map to the model's ids (see ids_from_file)
-CONVENTIONS = ("auto", "ids", "cityscapes", "ade20k", "facades")
+# labels=...: how ids stored in files map to the model's ids; the names are the training datasets' conventions
+CONVENTIONS = ("auto", *DATASET_CONVENTIONS)
+AUTO_BY_LABEL_NC = {35: "cityscapes", 150: "ade20k"}
 
 
 @dataclass
@@ -52,72 +60,24 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_image_array(path: Path) -> np.ndarray:
-    """Read an image file fully into a numpy array; unreadable or corrupt files raise AsapError."""
-    if not path.is_file():
-        raise AsapError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                return np.array(im)  # palette images store ids as indices
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.array(im).astype(np.int64)
-            if im.mode == "RGBA":
-                arr = np.array(im)
-                if (arr[..., 3] != 255).any():
-                    raise AsapError(f"{path}: RGBA label map with transparent pixels; expected an id map or an "
-                                    f"opaque colour-coded map")
-                return arr[..., :3]
-            if im.mode not in ("L", "RGB", "1"):
-                raise AsapError(f"{path}: unsupported image mode {im.mode} ({len(im.getbands())} channels); expected "
-                                f"a single-channel id map or an RGB colour-coded label map")
-            return np.array(im.convert("L") if im.mode == "1" else im)
-    except AsapError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AsapError(f"{path}: unreadable or corrupt image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+def label_convention(labels: str, spec: SemanticSpec) -> LabelConvention:
+    """``labels=`` -> the training datasets' convention; ``auto`` picks by label_nc (35 Cityscapes, 150 ADE20K)."""
+    if labels not in CONVENTIONS:
+        raise AsapError(f"labels={labels!r} is not one of {', '.join(CONVENTIONS)}")
+    name = AUTO_BY_LABEL_NC.get(spec.label_nc, "ids") if labels == "auto" else labels
+    return get_convention(name)
 
 
-def _palette_for(convention: str, spec: SemanticSpec) -> str | None:
-    if convention in ("cityscapes", "ade20k", "facades"):
-        return convention
-    if convention == "auto":
-        if spec.label_nc == 35:
-            return "cityscapes"
-        if spec.label_nc == 150:
-            return "ade20k"
-    return None
-
-
-def ids_from_file(arr: np.ndarray, path: Path, spec: SemanticSpec, convention: str = "auto") -> np.ndarray:
-    """Raw file content (ids or RGB colours) -> label ids in the model's convention, checked against label_nc."""
-    if convention not in CONVENTIONS:
-        raise AsapError(f"labels={convention!r} is not one of {', '.join(CONVENTIONS)}")
-    palette_name = _palette_for(convention, spec)
-    if arr.ndim == 3:
-        if arr.shape[2] != 3:
-            raise AsapError(f"{path}: {arr.shape[2]} channels; expected 1 (ids) or 3 (colour-coded labels)")
-        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all() and palette_name is None:
-            ids = arr[..., 0].astype(np.int64)
-        else:
-            if palette_name is None:
-                raise AsapError(f"{path}: colour-coded label map but no palette is known for label_nc="
-                                f"{spec.label_nc}; pass labels=cityscapes|ade20k|facades")
-            from asap.data.palettes import colors_to_ids, get_palette
-            ids = colors_to_ids(arr, get_palette(palette_name), source=str(path)).astype(np.int64)
-    elif arr.ndim == 2:
-        ids = arr.astype(np.int64)
-    else:
-        raise AsapError(f"{path}: unexpected array shape {arr.shape}")
-    dataset = palette_name if convention == "auto" else convention
-    if dataset == "ade20k":
-        # ADE20K files: 0 = unlabeled, 1..150 classes -> model ids 0..149, dontcare = label_nc
-        ids = ids - 1
-        ids[ids < 0] = spec.label_nc if spec.contain_dontcare_label else -1
-    elif spec.contain_dontcare_label:
-        ids[ids == 255] = spec.label_nc
-    check_label_ids(torch.from_numpy(ids), spec, source=str(path))
+def ids_from_file(path: Path, spec: SemanticSpec, labels: str = "auto") -> np.ndarray:
+    """A label file -> the model's ids, read and mapped exactly as the training dataset of that convention does."""
+    conv = label_convention(labels, spec)
+    raw = read_label_ids(path, conv.palette, "label map")
+    ids = conv.map_ids(raw, spec.label_nc)
+    bad = first_out_of_range(raw, ids, spec.num_label_channels)
+    if bad is not None:
+        dc = f" (dontcare id {spec.label_nc} included)" if spec.contain_dontcare_label else ""
+        raise AsapError(f"{path}: label id {bad} is outside 0..{spec.num_label_channels - 1} "
+                        f"(label_nc={spec.label_nc}{dc})")
     return ids
 
 
@@ -178,7 +138,7 @@ def prepare(paths: Sequence[Path], model: nn.Module, instance: str | Path | None
         raise AsapError(f"resize={resize!r} must be 'model' or 'native'")
     out, warned = [], False
     for p in paths:
-        ids = ids_from_file(read_image_array(p), p, spec, labels)
+        ids = ids_from_file(p, spec, labels)
         inst = None
         if spec.uses_instance:
             ipath = find_instance(p, instance, len(paths))
@@ -186,10 +146,7 @@ def prepare(paths: Sequence[Path], model: nn.Module, instance: str | Path | None
                 warned = True
                 inst = ids.copy()
             else:
-                inst = read_image_array(ipath)
-                if inst.ndim != 2:
-                    raise AsapError(f"{ipath}: instance map must have one channel, found {inst.shape[2]}")
-                inst = inst.astype(np.int64)
+                inst = read_label_ids(ipath, None, "instance map")
                 if inst.shape != ids.shape:
                     raise AsapError(f"{ipath}: instance map size {inst.shape[1]}x{inst.shape[0]} differs from "
                                     f"label map {p.name} size {ids.shape[1]}x{ids.shape[0]}")
