@@ -21,19 +21,55 @@ def official():
     return d, meta, torch.load(d / "inputs.pt", weights_only=True), torch.load(d / "expected.pt", weights_only=True)
 
 
+# The fixture's README and meta.json["tolerance"]["image_f64"]["rule"]: a port run in float64 matches
+# expected["image_f64"] (the official code run in float64) to 1e-9 (meta.json states this one only in the rule text).
+F64_TOL = 1e-9
+
+
+def float32_tolerance(meta: dict) -> float:
+    """The fixture's float32 bound against image_f64: max(1e-5, 2 x the official code's own float32-vs-float64
+    error), both numbers read from meta.json (the 1e-5 floor is meta["tolerance"]["image"])."""
+    tol = meta["tolerance"]
+    return max(tol["image"], 2 * tol["image_f64"]["official_float32_vs_float64_max_abs"])
+
+
 def test_official_checkpoint_parity(official):
+    """Against the official float64 output: float64 is exact (1e-9) on the fast and the reference path, float32
+    within the fixture's stated margin. The official float32 output itself moves by up to 3e-5 between torch
+    builds on this fixture (README), so it is not compared float32 against float32 here."""
     d, meta, inputs, expected = official
-    g = asap.pretrained.load(d / "latest_net_G.pth", **meta["options"])
+    g = asap.pretrained.load(d / "latest_net_G.pth", **meta["options"]).eval()
     assert not g.training
     assert g.num_mlp_params == meta["num_mlp_params_per_pixel"]
     assert g.downsampling == int(meta["downsampling_total"])
+    truth = expected["image_f64"]
+    shape = (meta["batch"], 3, meta["height"], meta["width"])
+    params_shape = (meta["batch"], meta["num_mlp_params_per_pixel"], meta["height"] // g.downsampling,
+                    meta["width"] // g.downsampling)
+    assert truth.dtype == torch.float64 and truth.shape == expected["image"].shape == shape
+    assert expected["lr_features"].shape == params_shape
+    x = inputs["preprocessed"]
     with torch.no_grad():
-        image, params = g(inputs["preprocessed"], return_params=True)
-        reference = g(inputs["preprocessed"], reference=True)
-    assert image.shape == expected["image"].shape == (meta["batch"], 3, meta["height"], meta["width"])
-    assert (image - expected["image"]).abs().max() <= 1e-5
-    assert (params - expected["lr_features"]).abs().max() <= 1e-5
-    assert (reference - expected["image"]).abs().max() <= 1e-5
+        image, params = g(x, return_params=True)
+        reference = g(x, reference=True)
+        g.double()
+        image64, params64 = g(x.double(), return_params=True)
+        reference64 = g(x.double(), reference=True)
+    assert image.shape == reference.shape == image64.shape == reference64.shape == shape
+    assert params.shape == params64.shape == params_shape
+    assert image.dtype == reference.dtype == params.dtype == torch.float32
+    assert image64.dtype == reference64.dtype == params64.dtype == torch.float64
+    # float64: the same function as the official code, on both paths
+    assert (image64 - truth).abs().max() <= F64_TOL
+    assert (reference64 - truth).abs().max() <= F64_TOL
+    # float32: within the margin the fixture states for a float32 port
+    f32_tol = float32_tolerance(meta)
+    assert (image.double() - truth).abs().max() <= f32_tol
+    assert (reference.double() - truth).abs().max() <= f32_tol
+    # lr_features exist only in float32 (official float32 rounding, ~2e-6 from our float64 values, ahead of the
+    # amplifying per-pixel MLP): the fixture's float32 tolerance for both our float32 and float64 parameter maps
+    assert (params - expected["lr_features"]).abs().max() <= meta["tolerance"]["image"]
+    assert (params64 - expected["lr_features"].double()).abs().max() <= meta["tolerance"]["image"]
 
 
 def test_preprocessing_matches_official_input(official):
