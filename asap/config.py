@@ -1,7 +1,22 @@
 """OmegaConf resolvers used by the Hydra tree (registered on import; idempotent)."""
 from __future__ import annotations
 
+import datetime
+import os
+
 from omegaconf import OmegaConf
+
+_RUN_TIME: datetime.datetime | None = None
+
+
+def _run_time(fmt: str) -> str:
+    """The run's start time, formatted: fixed once per process (no midnight race between date and time), and
+    shared by all processes of a torchrun job through ASAP_RUN_TIME (tools/train.py sets it from rank 0)."""
+    global _RUN_TIME
+    if _RUN_TIME is None:
+        stamp = os.environ.get("ASAP_RUN_TIME")
+        _RUN_TIME = datetime.datetime.fromisoformat(stamp) if stamp else datetime.datetime.now()
+    return _RUN_TIME.strftime(fmt)
 
 
 def _downsampling(crop_size: int, aspect_ratio: float) -> int:
@@ -28,7 +43,8 @@ def register_resolvers() -> None:
                      ("asap.min", lambda a, b: min(a, b)),
                      ("asap.add", lambda a, b: a + b),
                      ("asap.image_size", _image_size),
-                     ("asap.synthetic_baseline", _synthetic_baseline)):
+                     ("asap.synthetic_baseline", _synthetic_baseline),
+                     ("asap.run_time", _run_time)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -22,7 +22,7 @@ from asap.data.collate import collate
 from asap.losses.adversarial import logistic_d_loss, logistic_g_loss
 from asap.losses.regularizers import path_length_penalty, r1_penalty
 from asap.training.run import build_task
-from asap.training.trainer import Trainer
+from asap.training.trainer import Trainer, prepare_phases
 from tests.conftest import REPO, fixture_dir
 
 TINY = ["model.generator.style_dim=16", "model.generator.n_mlp=2", "model.generator.channels=[16,16,8]",
@@ -82,12 +82,15 @@ def test_logistic_losses():
 def test_lazy_regularisation_optimisers_match_the_official_checkpoint(tmp_path):
     meta = json.loads((fixture_dir("stylegan2") / "meta.json").read_text())["checkpoint"]
     task = build_task(tiny_cfg(tmp_path))
+    phases = prepare_phases(task)  # the Trainer applies the lazy-regularisation correction (once)
+    prepare_phases(task)
     for name, key in (("G", "g_optim_param_groups"), ("D", "d_optim_param_groups")):
         ours, ref = task.optimizers[name].param_groups[0], meta[key][0]
         assert ours["lr"] == pytest.approx(ref["lr"], rel=1e-12)
         assert ours["betas"][0] == ref["betas"][0] and ours["betas"][1] == pytest.approx(ref["betas"][1], rel=1e-12)
-    names = [(p.name, p.interval) for p in task.phases()]
-    assert names == [("D", 1), ("Dreg", 16), ("G", 1), ("Greg", 4)]
+    names = [(p.name, p.interval, p.lazy, p.networks) for p in phases]
+    assert names == [("D", 1, False, ("discriminator",)), ("Dreg", 16, True, ("discriminator",)),
+                     ("G", 1, False, ("generator",)), ("Greg", 4, True, ("generator",))]
     assert task.ema_beta(0, 16) == pytest.approx(0.5 ** (32 / 10000))
 
 
@@ -96,21 +99,26 @@ def test_d_loss_falls_on_a_fixed_batch(tmp_path):
     cfg = tiny_cfg(tmp_path, "model.optim.lr=0.004")
     task = build_task(cfg)
     batch = collate([instantiate(cfg.data.train)[i] for i in range(4)])
+    batch.pop("skipped")
+    trainer = Trainer(task, None, None, tmp_path / "run", max_steps=100, batch_size=4, progress=False)
+    phases = {p.name: p for p in trainer.setup()}
     d_losses = []
-    from asap.tasks.base import Phase
     for step in range(20):  # D only: it learns to tell these reals from G's samples
-        out = task.run_phase(Phase("D"), batch, step)
+        out = trainer.run_phase(phases["D"], [batch], [torch.arange(4)], step)
         d_losses.append(float(out["loss/D_real"] + out["loss/D_fake"]))
     assert np.mean(d_losses[-3:]) < 0.75 * np.mean(d_losses[:3])
     before = [p.detach().clone() for p in task.G.parameters()]
-    for phase in task.phases():
-        out = task.run_phase(phase, batch, 0)
-        assert all(torch.isfinite(v) for v in out.values())
-    assert any(not torch.equal(a, p) for a, p in zip(before, task.G.parameters()))
+    d_before = [p.detach().clone() for p in task.D.parameters()]
     ema_before = [p.detach().clone() for p in task.G_ema.parameters()]
-    task.end_step(0)
+    trainer.step = 0
+    out = trainer.train_step(batch)  # D, Dreg, G, Greg, then the EMA
+    assert {"loss/D_real", "loss/D_r1", "loss/G", "loss/G_path"} <= set(out)
+    assert all(math.isfinite(v) for v in out.values())
+    assert any(not torch.equal(a, p) for a, p in zip(before, task.G.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(d_before, task.D.parameters()))
     moved = [p for a, p in zip(ema_before, task.G_ema.parameters()) if not torch.equal(a, p)]
     assert moved  # the EMA follows G
+    assert all(not p.requires_grad for p in task.G.parameters())  # no gradients outside a phase
 
 
 def _trainer(cfg, run_dir, **kw):
@@ -140,6 +148,7 @@ def test_resume_with_augmentation_equals_uninterrupted(tmp_path):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True, msg=f"{name} {k}")
     assert full_task.augment.probability == res_task.augment.probability != 0.5  # p adapted and was restored
+    assert full_task.ada.state_dict() == res_task.ada.state_dict()
     assert torch.equal(full_task.mean_path_length, res_task.mean_path_length)
 
 

@@ -54,17 +54,18 @@ class ToyTask(Task):
         self.nan_at = nan_at
 
     def phases(self):
-        return [Phase("G"), Phase("reg", interval=3)]
+        return [Phase("G", self.loss, networks=("generator",), optimizer="G"),
+                Phase("reg", self.reg_loss, networks=("generator",), optimizer="G", interval=3)]
 
-    def run_phase(self, phase, batch, step):
+    def loss(self, batch, ctx, scale=1.0):
         out = self.net.lin(batch["x"])
-        loss = ((out - batch["y"]) ** 2).mean() * (1.0 if phase.name == "G" else 0.1)
-        if self.nan_at is not None and step >= self.nan_at:
+        loss = ((out - batch["y"]) ** 2).mean() * scale
+        if self.nan_at is not None and ctx.step >= self.nan_at:
             loss = loss * float("nan")
-        self.optimizers["G"].zero_grad()
-        loss.backward()
-        self.optimizers["G"].step()
-        return {f"loss/{phase.name}": loss.detach()}
+        return loss, {f"loss/{ctx.phase}": loss.detach()}
+
+    def reg_loss(self, batch, ctx):
+        return self.loss(batch, ctx, 0.1)
 
     def visuals(self, batch):
         return torch.rand(3, 8, 8)
@@ -142,7 +143,7 @@ def test_resume_auto_finds_latest_earlier_run(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     task, tr = make(tmp_path, task=ToyTask(nan_at=13))
-    with pytest.raises(AsapError, match=r"loss loss/G is nan at step 13; stopped; last good checkpoint: .*step_0000010.pt"):
+    with pytest.raises(AsapError, match=r"loss of phase G is nan at step 13; stopped; last good checkpoint: .*step_0000010.pt"):
         tr.fit()
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [10]
     assert read_file(list_checkpoints(tmp_path / "run")[0][1])["step"] == 10

@@ -1,7 +1,12 @@
 #!/usr/bin/env python
-"""Train any family through the shared Trainer: python tools/train.py [model=...] [data=...] [key=value ...]."""
+"""Train any family through the shared Trainer: python tools/train.py [model=...] [data=...] [key=value ...].
+
+Several processes (GPUs, or CPU processes with gloo): torchrun --nproc_per_node=N tools/train.py [...]
+"""
 from __future__ import annotations
 
+import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -21,8 +26,29 @@ def main(cfg: DictConfig) -> None:
     guarded(train_from_config)(cfg)
 
 
+def join_torchrun_job() -> None:
+    """Under torchrun: join the process group before Hydra makes the run folder, so that every process uses rank
+    0's start time (one run folder) and only rank 0 writes Hydra's config copy and log file."""
+    from asap.cli import fail
+    from asap.errors import AsapError
+    from asap.training import distributed
+
+    if not distributed.env_from_torchrun().enabled:
+        return
+    device = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("trainer.device=")), "auto")
+    try:
+        env, _ = distributed.init(device)
+    except AsapError as e:
+        fail(str(e))
+    stamp = distributed.broadcast_object(datetime.datetime.now().isoformat())
+    os.environ["ASAP_RUN_TIME"] = stamp
+    if not env.is_main:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
 if __name__ == "__main__":
     from asap.utils.perf import tune_allocator
 
     tune_allocator()
+    join_torchrun_job()
     main()

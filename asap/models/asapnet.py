@@ -25,7 +25,7 @@ class ASAPNetGenerator(nn.Module):
     Defaults are those of the official code (its option parser with the ASAPNet model defaults): COCO-sized
     label_nc 182, crop 512 at aspect 1 (S = 512 // 16 = 32), learned_ds_factor 16, widths 64/1024/64, depths 7/5.
 
-    Inference (autograd off, not tracing) takes the fast path automatically: the pixelwise MLP block by block
+    Inference (eval mode with autograd off, not tracing) takes the fast path: the pixelwise MLP block by block
     with the tile-periodic encoding appended in place (:func:`pixelwise_mlp_blocks`) and, on CPU, the wide 3x3
     convs of the low-res stream as Winograd F(2x2,3x3) with cached filters (~67 MB per 1024-wide conv). Both
     are as accurate as the reference path (float rounding differs; measured against float64). Set
@@ -107,8 +107,10 @@ class ASAPNetGenerator(nn.Module):
         return self.encoding(self.downsampling, self.downsampling, device, dtype)[0]
 
     def use_fast_path(self) -> bool:
-        """True when this call can take the inference path: autograd off and not being traced or compiled."""
-        return (self.fast_inference and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+        """True when this call takes the inference path: eval mode, autograd off, not traced or compiled. A model
+        in train mode always runs the training path (a GAN's D step runs G without gradients, still training)."""
+        return (self.fast_inference and not self.training and not torch.is_grad_enabled()
+                and not torch.jit.is_tracing()
                 and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
                 and not torch.compiler.is_compiling())
 
@@ -149,7 +151,8 @@ class ASAPNetGenerator(nn.Module):
         """x: preprocessed input [B, spec.num_channels, H, W] (H, W multiples of S) -> image [B,3,H,W].
 
         ``return_params`` also returns the low-res parameter map; ``reference`` uses the readable
-        full-resolution path (same result, far more memory). Without autograd the fast inference path runs.
+        full-resolution path (same result, far more memory). In eval mode without autograd the fast inference
+        path runs.
         """
         s = self.downsampling
         if x.dim() != 4 or x.shape[1] != self.spec.num_channels:

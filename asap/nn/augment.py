@@ -1,10 +1,9 @@
 """Differentiable adaptive augmentation (ADA, Karras et al. 2020, "Training GANs with Limited Data").
 
 Everything D sees (reals and fakes) goes through the same random "bgc" pipeline, so D cannot learn the
-augmentations and they do not leak into G. The probability p is tuned from the overfitting heuristic
-r_t = E[sign(D(real))]: p rises while r_t > target and falls otherwise. Images are NCHW, zero-centred
-(e.g. [-1, 1]). All randomness comes from the global torch RNG on the images' device, so seeded runs are
-reproducible and resumable. Gradients (also second order, for R1 through the augmentation) reach the input.
+augmentations and they do not leak into G. The probability p is tuned during training by
+asap.training.ada.AdaController. Images are NCHW, zero-centred (e.g. [-1, 1]). All randomness comes from
+the global torch RNG on the images' device, so seeded runs are reproducible and resumable. Gradients (also second order, for R1 through the augmentation) reach the input.
 """
 from __future__ import annotations
 
@@ -52,26 +51,18 @@ def _embed4(lin: Tensor, off: Tensor | None = None) -> Tensor:
 
 
 class AdaptiveAugment(nn.Module):
-    """ADA "bgc" augmentation: per-sample geometric + colour transforms with an adaptively tuned probability.
+    """ADA "bgc" augmentation: per-sample geometric + colour transforms applied with probability p.
 
     Each transform is applied to each sample independently with probability p * weight (a weight of 0
-    disables it). `accumulate` collects sign(D(real)), `update` (once per D step) moves p every
-    `adjust_every` calls by batch*adjust_every/(speed_kimg*1000) towards r_t == target.
+    disables it). ``p`` is a buffer; :class:`asap.training.ada.AdaController` tunes it during training.
     """
 
-    def __init__(self, p: float = 0.0, target: float = 0.6, adjust_every: int = 4, speed_kimg: float = 500.0,
-                 adaptive: bool = True, xflip: float = 1, rotate90: float = 1, xint: float = 1, scale: float = 1,
+    def __init__(self, p: float = 0.0, xflip: float = 1, rotate90: float = 1, xint: float = 1, scale: float = 1,
                  rotate: float = 1, aniso: float = 1, xfrac: float = 1, brightness: float = 1, contrast: float = 1,
                  lumaflip: float = 1, hue: float = 1, saturation: float = 1) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"AdaptiveAugment: p must be in [0, 1], got {p}")
-        if not 0.0 < target < 1.0:
-            raise ValueError(f"AdaptiveAugment: target must be in (0, 1), got {target}")
-        if int(adjust_every) != adjust_every or adjust_every < 1:
-            raise ValueError(f"AdaptiveAugment: adjust_every must be an integer >= 1, got {adjust_every}")
-        if not (speed_kimg > 0 and math.isfinite(speed_kimg)):
-            raise ValueError(f"AdaptiveAugment: speed_kimg must be > 0, got {speed_kimg}")
         weights = dict(xflip=xflip, rotate90=rotate90, xint=xint, scale=scale, rotate=rotate, aniso=aniso,
                        xfrac=xfrac, brightness=brightness, contrast=contrast, lumaflip=lumaflip, hue=hue,
                        saturation=saturation)
@@ -79,56 +70,15 @@ class AdaptiveAugment(nn.Module):
             if not (w >= 0 and math.isfinite(w)):
                 raise ValueError(f"AdaptiveAugment: weight {name} must be a finite number >= 0, got {w}")
         self.weights = {k: float(v) for k, v in weights.items()}
-        self.target, self.adjust_every, self.speed_kimg = float(target), int(adjust_every), float(speed_kimg)
-        self.adaptive = bool(adaptive)
         self.register_buffer("p", torch.tensor(float(p)))
-        self.register_buffer("sign_sum", torch.zeros(()))
-        self.register_buffer("sign_count", torch.zeros(()))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("last_rt", torch.tensor(float("nan")))
 
     @property
     def probability(self) -> float:
         """Current augmentation probability p."""
         return float(self.p)
 
-    @property
-    def rt(self) -> float:
-        """Last measured overfitting heuristic r_t = E[sign(D(real))] (nan before the first measurement)."""
-        return float(self.last_rt)
-
     def extra_repr(self) -> str:
-        return f"p={self.probability:.4f}, target={self.target}, adaptive={self.adaptive}"
-
-    @torch.no_grad()
-    def accumulate(self, real_logits: Tensor) -> None:
-        """Add sign(D(real)) of one batch to the r_t accumulators."""
-        s = real_logits.detach().float()
-        self.sign_sum += torch.sign(s).sum().to(self.sign_sum.device)
-        self.sign_count += s.numel()
-
-    @torch.no_grad()
-    def update(self, batch_size: int) -> float | None:
-        """Call once per D step; every `adjust_every` calls measure r_t, move p (if adaptive) and return r_t.
-
-        Returns None on the other calls and when nothing was accumulated. With adaptive=False r_t is still
-        measured and returned (for logging) but p is left unchanged.
-        """
-        self.steps += 1
-        if int(self.steps) % self.adjust_every != 0:
-            return None
-        count = float(self.sign_count)
-        rt = float(self.sign_sum) / count if count > 0 else None
-        self.sign_sum.zero_()
-        self.sign_count.zero_()
-        if rt is None:
-            return None
-        self.last_rt.fill_(rt)
-        if self.adaptive:
-            delta = math.copysign(1.0, rt - self.target) if rt != self.target else 0.0
-            step = delta * batch_size * self.adjust_every / (self.speed_kimg * 1000.0)
-            self.p.fill_(min(max(self.probability + step, 0.0), 1.0))
-        return rt
+        return f"p={self.probability:.4f}"
 
     def _on(self, name: str) -> bool:
         return self.weights[name] > 0

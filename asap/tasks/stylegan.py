@@ -2,8 +2,9 @@
 
 Phases per step: D (non-saturating logistic loss), Dreg every ``d_reg_every`` steps (lazy R1 on reals), G
 (non-saturating loss with style mixing), Greg every ``g_reg_every`` steps (lazy path-length regularisation on a
-shrunk batch); then an EMA update of G. Adam's lr and betas are corrected for the lazy intervals
-(c = k / (k + 1)). Optional adaptive differentiable augmentation (ADA) of everything D sees.
+shrunk batch); then an EMA update of G. The regularisers are lazy phases: the Trainer weights them by their
+interval and corrects Adam's lr and betas (c = k / (k + 1)); they run in float32 under mixed precision. Optional
+adaptive differentiable augmentation (ADA) of everything D sees, its p tuned by the ADA controller.
 """
 from __future__ import annotations
 
@@ -18,17 +19,11 @@ from asap.errors import AsapError
 from asap.losses.adversarial import logistic_d_loss, logistic_g_loss
 from asap.losses.regularizers import path_length_penalty, r1_penalty
 from asap.pretrained.native import build
-from asap.tasks.base import Phase, Task
+from asap.tasks.base import Phase, StepContext, Task
+from asap.training.ema import EMA
 
 AUGMENT_WEIGHTS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast",
                    "lumaflip", "hue", "saturation")
-
-
-def lazy_adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
-              reg_every: int) -> torch.optim.Adam:
-    """Adam with the lazy-regularisation correction: lr * c and betas ** c with c = k / (k + 1) (k = 0: none)."""
-    c = reg_every / (reg_every + 1) if reg_every > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=eps)
 
 
 class StyleGANTask(Task):
@@ -45,7 +40,6 @@ class StyleGANTask(Task):
         super().__init__()
         self.family = family
         self.data = dict(data or {})
-        self.notes: list[str] = []
         g_cfg, d_cfg = dict(generator), dict(discriminator)
         try:
             self.G = build(g_cfg)
@@ -82,29 +76,32 @@ class StyleGANTask(Task):
         lr = float(optim.get("lr", 0.002))
         betas = (float(optim.get("beta1", 0.0)), float(optim.get("beta2", 0.99)))
         eps = float(optim.get("eps", 1e-8))
-        self.optimizers = {
-            "G": lazy_adam(self.G.parameters(), lr, betas, eps, self.g_reg_every if self.path_weight > 0 else 0),
-            "D": lazy_adam(self.D.parameters(), lr, betas, eps, self.d_reg_every if self.r1_gamma > 0 else 0)}
+        # plain Adam with the official settings; the Trainer applies the lazy-regularisation correction
+        self.optimizers = {"G": torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas, eps=eps),
+                           "D": torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas, eps=eps)}
         self.schedulers = {}
 
         ema = dict(ema or {})
-        self.ema_kimg = float(ema.get("kimg", 10.0))
-        self.ema_ref_batch = ema.get("ref_batch", 32)
-        self.ema_rampup = ema.get("rampup")
-        if self.ema_kimg <= 0:
-            raise AsapError(f"model.ema.kimg must be > 0, got {self.ema_kimg}")
+        try:
+            self.ema = EMA(self.G, self.G_ema, half_life_kimg=float(ema.get("kimg", 10.0)),
+                           rampup=ema.get("rampup"), ref_batch=ema.get("ref_batch", 32))
+        except ValueError as e:
+            raise AsapError(f"model.ema: {e}") from e
         self.mean_path_length = torch.zeros(())
 
         aug = dict(augment or {})
         self.augment = None
+        self.ada = None
         if aug.get("enabled", False):
             from asap.nn.augment import AdaptiveAugment
+            from asap.training.ada import AdaController
             try:
-                self.augment = AdaptiveAugment(
-                    p=float(aug.get("p", 0.0)), target=float(aug.get("target", 0.6)),
-                    adjust_every=int(aug.get("interval", 4)), speed_kimg=float(aug.get("speed_kimg", 500.0)),
-                    adaptive=bool(aug.get("adaptive", True)),
-                    **{k: float(aug[k]) for k in AUGMENT_WEIGHTS if k in aug})
+                self.augment = AdaptiveAugment(p=float(aug.get("p", 0.0)),
+                                               **{k: float(aug[k]) for k in AUGMENT_WEIGHTS if k in aug})
+                self.ada = AdaController(self.augment, target=float(aug.get("target", 0.6)),
+                                         interval=int(aug.get("interval", 4)),
+                                         speed_kimg=float(aug.get("speed_kimg", 500.0)),
+                                         adaptive=bool(aug.get("adaptive", True)))
             except ValueError as e:
                 raise AsapError(f"model.augment: {e}") from e
             self.notes.append(f"adaptive augmentation on: p={self.augment.probability:.3f}, "
@@ -122,98 +119,91 @@ class StyleGANTask(Task):
             self.augment.to(device)
         return self
 
-    def train(self, mode: bool = True) -> None:
-        self.G.train(mode)
-        self.D.train(mode)
-        self.G_ema.eval()
-
     def phases(self) -> list[Phase]:
-        phases = [Phase("D")]
+        phases = [Phase("D", self.d_loss, networks=("discriminator",), optimizer="D")]
         if self.r1_gamma > 0:
-            phases.append(Phase("Dreg", self.d_reg_every))
-        phases.append(Phase("G"))
+            phases.append(Phase("Dreg", self.r1_loss, networks=("discriminator",), optimizer="D",
+                                interval=self.d_reg_every, lazy=True, mixed_precision=False))
+        phases.append(Phase("G", self.g_loss, networks=("generator",), optimizer="G"))
         if self.path_weight > 0:
-            phases.append(Phase("Greg", self.g_reg_every))
+            phases.append(Phase("Greg", self.path_loss, networks=("generator",), optimizer="G",
+                                interval=self.g_reg_every, lazy=True, mixed_precision=False))
         return phases
 
     # -- helpers ------------------------------------------------------------------------------------------------
-    def sample_ws(self, n: int) -> torch.Tensor:
-        """W+ latents of ``n`` fresh z through G's mapping, with style mixing at probability ``mixing_prob``."""
-        z = torch.randn(n, self.G.z_dim, device=self.device)
+    def sample_ws(self, ctx: StepContext) -> torch.Tensor:
+        """W+ latents for the context's samples: z keyed per sample, style mixing with probability
+        ``mixing_prob`` (one decision and crossover point per step, as rosinality's mixing_noise)."""
+        z = ctx.randn(self.G.z_dim, stream="z")
         w = self.G.mapping(z)
-        if self.mixing_prob > 0 and float(torch.rand(())) < self.mixing_prob:
-            w2 = self.G.mapping(torch.randn(n, self.G.z_dim, device=self.device))
-            return self.G.broadcast(w, w2, int(torch.randint(1, self.G.num_ws, ())))
+        gen = ctx.generator("mixing")
+        mix = self.mixing_prob > 0 and float(torch.rand((), generator=gen)) < self.mixing_prob
+        if mix:
+            w2 = self.G.mapping(ctx.randn(self.G.z_dim, stream="z2"))
+            return self.G.broadcast(w, w2, int(torch.randint(1, self.G.num_ws, (), generator=gen)))
         return self.G.broadcast(w)
+
+    def sample_noise(self, ctx: StepContext) -> list[torch.Tensor]:
+        """Per-sample noise maps for G's synthesis, keyed per sample like the latents."""
+        shapes = self.G.synthesis.noise_shapes()
+        sizes = [h * w for (_, _, h, w) in shapes]
+        flat = ctx.randn(sum(sizes), stream="noise")
+        return [t.reshape(ctx.size, 1, h, w) for t, (_, _, h, w) in zip(flat.split(sizes, 1), shapes)]
+
+    def generate(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        ws = self.sample_ws(ctx)
+        return self.G.synthesis(ws, noise=self.sample_noise(ctx)), ws
 
     def discriminate(self, images: torch.Tensor) -> torch.Tensor:
         return self.D(self.augment(images) if self.augment is not None else images)
 
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    # -- phases -------------------------------------------------------------------------------------------------
-    def run_phase(self, phase: Phase, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
+    # -- losses (forward only) ---------------------------------------------------------------------------------
+    def d_loss(self, batch: Mapping[str, Any], ctx: StepContext):
         real = batch["image"]
-        n = real.shape[0]
-        if phase.name == "D":
-            with torch.no_grad():
-                fake = self.G.synthesis(self.sample_ws(n), noise_mode="random")
-            real_logits, fake_logits = self.discriminate(real), self.discriminate(fake)
-            l_real, l_fake = logistic_d_loss(real_logits, fake_logits)
-            self._step(self.optimizers["D"], l_real + l_fake)
-            out = {"loss/D_real": l_real.detach(), "loss/D_fake": l_fake.detach(),
-                   "D/real_score": real_logits.mean().detach(), "D/fake_score": fake_logits.mean().detach()}
-            if self.augment is not None:
-                self.augment.accumulate(real_logits.detach())
-                rt = self.augment.update(n)
-                out["augment/p"] = torch.tensor(self.augment.probability)
-                if rt is not None:
-                    out["augment/rt"] = torch.tensor(rt)
-            return out
-        if phase.name == "Dreg":
-            real = real.detach().requires_grad_(True)
-            logits = self.discriminate(real)
-            r1 = r1_penalty(logits, real)
-            self._step(self.optimizers["D"], self.r1_gamma / 2 * r1 * self.d_reg_every + 0 * logits[0, 0])
-            return {"loss/D_r1": r1.detach()}
-        if phase.name == "G":
-            self.D.requires_grad_(False)
-            try:
-                fake = self.G.synthesis(self.sample_ws(n), noise_mode="random")
-                loss = logistic_g_loss(self.discriminate(fake))
-                self._step(self.optimizers["G"], loss)
-            finally:
-                self.D.requires_grad_(True)
-            return {"loss/G": loss.detach()}
-        if phase.name == "Greg":
-            m = max(1, n // self.path_batch_shrink)
-            ws = self.sample_ws(m)
-            fake = self.G.synthesis(ws, noise_mode="random")
-            penalty, self.mean_path_length, lengths = path_length_penalty(fake, ws, self.mean_path_length,
-                                                                          self.path_decay)
-            self._step(self.optimizers["G"], self.path_weight * self.g_reg_every * penalty + 0 * fake[0, 0, 0, 0])
-            return {"loss/G_path": penalty.detach(), "path/mean_length": self.mean_path_length.detach(),
-                    "path/length": lengths.mean()}
-        raise AsapError(f"unknown phase {phase.name}")
+        fake = self.generate(ctx)[0].detach()
+        real_logits, fake_logits = self.discriminate(real), self.discriminate(fake)
+        l_real, l_fake = logistic_d_loss(real_logits, fake_logits)
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+        return l_real + l_fake, {"loss/D_real": l_real.detach(), "loss/D_fake": l_fake.detach(),
+                                 "D/real_score": real_logits.mean().detach(),
+                                 "D/fake_score": fake_logits.mean().detach()}
+
+    def r1_loss(self, batch: Mapping[str, Any], ctx: StepContext):
+        real = batch["image"].detach().requires_grad_(True)
+        logits = self.discriminate(real)
+        r1 = r1_penalty(logits, real)
+        return self.r1_gamma / 2 * r1 + 0 * logits[0, 0], {"loss/D_r1": r1.detach()}
+
+    def g_loss(self, batch: Mapping[str, Any], ctx: StepContext):
+        fake = self.generate(ctx)[0]
+        loss = logistic_g_loss(self.discriminate(fake))
+        return loss, {"loss/G": loss.detach()}
+
+    def path_loss(self, batch: Mapping[str, Any], ctx: StepContext):
+        keep = max(1, ctx.size // self.path_batch_shrink)
+        ctx = StepContext(step=ctx.step, phase=ctx.phase, seed=ctx.seed, positions=ctx.positions[:keep],
+                          batch_size=ctx.batch_size, device=ctx.device, micro=ctx.micro, world_size=ctx.world_size)
+        fake, ws = self.generate(ctx)
+        penalty, self.mean_path_length, lengths = path_length_penalty(fake, ws, self.mean_path_length,
+                                                                      self.path_decay)
+        return self.path_weight * penalty + 0 * fake[0, 0, 0, 0], {
+            "loss/G_path": penalty.detach(), "path/mean_length": self.mean_path_length.detach(),
+            "path/length": lengths.mean()}
 
     def ema_beta(self, step: int, batch: int) -> float:
-        """Per-step EMA decay: half-life of ``ema.kimg`` thousand images, counted at ``ema.ref_batch`` images per
-        step (rosinality: 32, whatever the batch) or at the real batch (ref_batch null); optional ramp-up."""
-        per_step = float(self.ema_ref_batch) if self.ema_ref_batch is not None else float(batch)
-        nimg = self.ema_kimg * 1000.0
-        if self.ema_rampup is not None:
-            nimg = min(nimg, (step + 1) * per_step * float(self.ema_rampup))
-        return 0.5 ** (per_step / max(nimg, 1e-8))
+        return self.ema.beta(step, batch)
 
-    @torch.no_grad()
-    def end_step(self, step: int) -> None:
-        beta = self.ema_beta(step, self._batch or 1)
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - beta)
+    def end_step(self, step: int, batch_size: int) -> dict[str, Any]:
+        """EMA of G; the ADA controller's p update (after every D step)."""
+        self.ema.update(step, batch_size)
+        out: dict[str, Any] = {}
+        if self.ada is not None:
+            rt = self.ada.update(batch_size)
+            out["augment/p"] = self.augment.probability
+            if rt is not None:
+                out["augment/rt"] = rt
+        return out
 
     # -- logging, evaluation, persistence ----------------------------------------------------------------------
     def visuals(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -245,12 +235,12 @@ class StyleGANTask(Task):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["mean_path_length"] = self.mean_path_length.detach().cpu()
-        if self.augment is not None:
-            state["augment"] = self.augment.state_dict()
+        if self.ada is not None:
+            state["ada"] = self.ada.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.mean_path_length = state["mean_path_length"].to(self.device)
-        if self.augment is not None and "augment" in state:
-            self.augment.load_state_dict(state["augment"])
+        if self.ada is not None and "ada" in state:
+            self.ada.load_state_dict(state["ada"])

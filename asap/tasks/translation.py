@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from asap.data.preprocess import semantic_input
 from asap.errors import AsapError
 from asap.pretrained.native import build
-from asap.tasks.base import Phase, Task, linear_decay
+from asap.tasks.base import Phase, StepContext, Task, linear_decay
 
 
 def colorize_labels(label: torch.Tensor, palette: np.ndarray | None) -> torch.Tensor:
@@ -25,7 +25,8 @@ def colorize_labels(label: torch.Tensor, palette: np.ndarray | None) -> torch.Te
 
 
 class TranslationTask(Task):
-    """Owns G, D, their optimizers and schedulers; phases: one G step, then one D step per training step."""
+    """Owns G, D, their optimizers and schedulers. Phases: G (every ``d_steps_per_g``-th step, as the official
+    ``--D_steps_per_G``), then D (every step)."""
 
     def __init__(self, family: str, generator: Mapping[str, Any], discriminator: Mapping[str, Any],
                  loss: Mapping[str, Any], optim: Mapping[str, Any], max_steps: int,
@@ -38,7 +39,6 @@ class TranslationTask(Task):
         self.family = family
         self.data = dict(data or {})
         self.metrics_cfg = dict(metrics or {})
-        self.notes: list[str] = []
         g_cfg = dict(generator)
         self.G = build(g_cfg)
         self.spec = self.G.spec
@@ -71,6 +71,9 @@ class TranslationTask(Task):
         self.d_steps = int(optim.get("d_steps_per_g", 1))
         if self.d_steps < 1:
             raise AsapError(f"model.optim.d_steps_per_g must be >= 1, got {self.d_steps}")
+        for name, v in (("lambda_feat", self.lambda_feat), ("lambda_vgg", self.lambda_vgg), ("lambda_l1", self.lambda_l1)):
+            if v < 0:
+                raise AsapError(f"model.loss.{name} must be >= 0, got {v}")
         self._lpips = None
 
     def to(self, device: torch.device) -> "TranslationTask":
@@ -80,7 +83,8 @@ class TranslationTask(Task):
         return self
 
     def phases(self) -> list[Phase]:
-        return [Phase("G")] + [Phase("D")] * self.d_steps
+        return [Phase("G", self.g_loss, networks=("generator",), optimizer="G", interval=self.d_steps),
+                Phase("D", self.d_loss, networks=("discriminator",), optimizer="D")]
 
     # -- helpers --------------------------------------------------------------------------------------------
     def inputs(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -93,15 +97,10 @@ class TranslationTask(Task):
         n = fake.shape[0]
         return [[f[:n] for f in scale] for scale in out], [[f[n:] for f in scale] for scale in out]
 
-    # -- phases ---------------------------------------------------------------------------------------------
-    def run_phase(self, phase: Phase, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
+    # -- losses (forward only; the Trainer runs backward and the optimisers) ----------------------------------
+    def g_loss(self, batch: Mapping[str, Any], ctx: StepContext | None = None):
+        """Hinge G loss + feature matching + VGG (+ L1) on one batch."""
         x, real = self.inputs(batch), batch["image"]
-        if phase.name == "G":
-            return self._g_step(x, real)
-        return self._d_step(x, real)
-
-    def _g_step(self, x: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.D.requires_grad_(False)
         fake = self.G(x)
         pred_fake, pred_real = self.discriminate(x, fake, real)
         losses = {"loss/G_GAN": self.gan_loss(pred_fake, True, for_discriminator=False)}
@@ -112,26 +111,21 @@ class TranslationTask(Task):
         if self.lambda_l1 > 0:
             losses["loss/G_L1"] = F.l1_loss(fake, real) * self.lambda_l1
         total = sum(losses.values())
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizers["G"].step()
-        self.D.requires_grad_(True)
-        out = {k: v.detach() for k, v in losses.items()}
-        out["loss/G_total"] = total.detach()
-        return out
+        logs = {k: v.detach() for k, v in losses.items()}
+        logs["loss/G_total"] = total.detach()
+        return total, logs
 
-    def _d_step(self, x: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            fake = self.G(x).detach()
+    def d_loss(self, batch: Mapping[str, Any], ctx: StepContext | None = None):
+        """Hinge D loss on fake (G's output, no gradient to G) and real pairs."""
+        x, real = self.inputs(batch), batch["image"]
+        fake = self.G(x).detach()  # G is frozen in this phase: no graph is built through it
         pred_fake, pred_real = self.discriminate(x, fake, real)
         d_fake = self.gan_loss(pred_fake, False, for_discriminator=True)
         d_real = self.gan_loss(pred_real, True, for_discriminator=True)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        (d_fake + d_real).backward()
-        self.optimizers["D"].step()
-        return {"loss/D_fake": d_fake.detach(), "loss/D_real": d_real.detach(),
-                "D/real_score": torch.stack([s[-1].mean() for s in pred_real]).mean().detach(),
-                "D/fake_score": torch.stack([s[-1].mean() for s in pred_fake]).mean().detach()}
+        return d_fake + d_real, {
+            "loss/D_fake": d_fake.detach(), "loss/D_real": d_real.detach(),
+            "D/real_score": torch.stack([s[-1].mean() for s in pred_real]).mean().detach(),
+            "D/fake_score": torch.stack([s[-1].mean() for s in pred_fake]).mean().detach()}
 
     # -- logging and evaluation -----------------------------------------------------------------------------
     def _palette(self) -> np.ndarray | None:
