@@ -155,3 +155,83 @@ def test_bad_pair_stops_training_with_file_name(tmp_path):
                  f"hydra.run.dir={tmp_path / 'run2'}", "trainer.progress=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped 2 bad sample" in r.stdout + r.stderr
+
+
+def test_bf16_steps_are_finite_and_close_to_float32(tmp_path):
+    """trainer.precision=bf16 on CPU: 3 steps run; the first step's losses (same weights, same batch) agree with
+    float32 within 5% (bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding, a few roundings deep)."""
+    cfg = tiny_cfg(tmp_path, "model.loss.lambda_vgg=0.0", "model.loss.lambda_l1=10.0")
+    train = instantiate(cfg.data.train)
+    batch = collate([train[i] for i in range(2)])
+    batch.pop("skipped")
+    runs = {}
+    for precision in ("32", "bf16"):
+        torch.manual_seed(0)
+        task = build_task(cfg)
+        trainer = Trainer(task, None, None, tmp_path / precision, max_steps=3, batch_size=2, progress=False,
+                          precision=precision)
+        logs = []
+        for step in range(3):
+            trainer.step = step
+            logs.append(trainer.train_step(batch))
+        runs[precision] = logs
+        assert trainer._nonfinite is None
+        assert all(np.isfinite(v) for out in logs for v in out.values())
+        assert all(p.dtype == torch.float32 for p in task.G.parameters())  # weights stay float32
+    for k in ("loss/G_GAN", "loss/G_L1", "loss/D_real", "loss/D_fake"):
+        a, b = runs["32"][0][k], runs["bf16"][0][k]
+        assert abs(a - b) <= 0.05 * abs(a) + 1e-3, (k, a, b)
+
+
+def test_d_steps_per_g_is_the_g_phase_interval(tmp_path):
+    """Official --D_steps_per_G=k: D on every batch, G on every k-th."""
+    cfg = tiny_cfg(tmp_path, "model.loss.lambda_vgg=0.0", "model.optim.d_steps_per_g=2")
+    task = build_task(cfg)
+    assert [(p.name, p.interval, p.networks) for p in task.phases()] == [
+        ("G", 2, ("generator",)), ("D", 1, ("discriminator",))]
+    train = instantiate(cfg.data.train)
+    batch = collate([train[i] for i in range(2)])
+    batch.pop("skipped")
+    trainer = Trainer(task, None, None, tmp_path / "run", max_steps=10, batch_size=2, progress=False)
+    changed = []
+    for step in range(4):
+        g = [p.detach().clone() for p in task.G.parameters()]
+        d = [p.detach().clone() for p in task.D.parameters()]
+        trainer.step = step
+        trainer.train_step(batch)
+        changed.append((any(not torch.equal(a, p) for a, p in zip(g, task.G.parameters())),
+                        any(not torch.equal(a, p) for a, p in zip(d, task.D.parameters()))))
+    assert changed == [(True, True), (False, True), (True, True), (False, True)]
+
+
+def test_training_never_takes_the_inference_path(tmp_path, monkeypatch):
+    """The D phase runs G without gradients but in train mode: the training kernels, not the fast inference path
+    (which also rebuilds cached Winograd filters); the held-out evaluation (eval mode, no grad) does use it."""
+    import asap.models.asapnet as asapnet_module
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real_blocks(*args, **kwargs)
+    real_blocks = asapnet_module.pixelwise_mlp_blocks
+    monkeypatch.setattr(asapnet_module, "pixelwise_mlp_blocks", spy)
+    cfg = tiny_cfg(tmp_path, "model.loss.lambda_vgg=0.0")
+    task, trainer = _trainer(cfg, tmp_path / "run", max_steps=2, val_every=0, image_every=0)
+    trainer.fit()
+    assert calls == []
+    trainer.validate()
+    assert calls  # evaluation is inference
+
+
+def test_task_constructor_errors_are_one_line(tmp_path):
+    from asap.errors import AsapError
+    with pytest.raises(AsapError) as e:
+        build_task(tiny_cfg(tmp_path, "model.generator.learned_ds_factor=3"))
+    assert str(e.value).startswith("model=asapnet: learned_ds_factor must be a power of two") and "\n" not in str(e.value)
+    with pytest.raises(AsapError, match="model.loss.lambda_l1 must be >= 0"):
+        build_task(tiny_cfg(tmp_path, "model.loss.lambda_l1=-1"))
+    r = run_tool("train.py", f"data.root={tmp_path / 'synthetic'}", *TINY, "model.generator.learned_ds_factor=3",
+                 f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [l for l in r.stderr.splitlines() if l.startswith("error:")] == [
+        "error: model=asapnet: learned_ds_factor must be a power of two <= downsampling (8), got 3"]
