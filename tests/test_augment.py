@@ -110,3 +110,18 @@ def test_double_backward_r1_through_augmentation():
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         AdaptiveAugment(**kwargs)
+
+
+def test_keyed_draws_do_not_depend_on_how_the_batch_is_split():
+    """With a generator, sample i's transform is row i of draws for the whole batch: two halves augmented
+    separately equal the whole batch augmented at once (DDP and accumulation see the same augmentations)."""
+    x = images(6, 3, 8, 8)
+    aug = AdaptiveAugment(p=0.9)
+    whole = aug(x, generator=torch.Generator().manual_seed(3), rows=torch.arange(6), total=6)
+    first = aug(x[:3], generator=torch.Generator().manual_seed(3), rows=torch.arange(3), total=6)
+    second = aug(x[3:], generator=torch.Generator().manual_seed(3), rows=torch.arange(3, 6), total=6)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=1e-6)
+    assert not torch.allclose(whole, x, atol=1e-3)
+    state = torch.get_rng_state()
+    aug(x, generator=torch.Generator().manual_seed(4), rows=torch.arange(6), total=6)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is not touched

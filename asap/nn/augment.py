@@ -71,6 +71,7 @@ class AdaptiveAugment(nn.Module):
                 raise ValueError(f"AdaptiveAugment: weight {name} must be a finite number >= 0, got {w}")
         self.weights = {k: float(v) for k, v in weights.items()}
         self.register_buffer("p", torch.tensor(float(p)))
+        self._source: tuple[torch.Generator, Tensor, int] | None = None
 
     @property
     def probability(self) -> float:
@@ -80,6 +81,21 @@ class AdaptiveAugment(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.probability:.4f}"
 
+    def _draw(self, kind: str, n: int, *shape: int, high: int = 2, device: torch.device) -> Tensor:
+        """n random rows from the global RNG, or, when forward() got a generator, rows ``rows`` of a draw made for
+        ``total`` samples (so a sample's augmentation does not depend on how the batch is split)."""
+        source = self._source
+        if source is None:
+            if kind == "randint":
+                return torch.randint(high, (n, *shape), device=device)
+            return (torch.rand if kind == "rand" else torch.randn)((n, *shape), device=device)
+        gen, rows, total = source
+        if kind == "randint":
+            full = torch.randint(high, (total, *shape), generator=gen)
+        else:
+            full = (torch.rand if kind == "rand" else torch.randn)((total, *shape), generator=gen)
+        return full[rows].to(device)
+
     def _on(self, name: str) -> bool:
         return self.weights[name] > 0
 
@@ -88,34 +104,34 @@ class AdaptiveAugment(nn.Module):
         prob = min(p * self.weights[name], 1.0)
         if name == "rotate":  # pre- and post-rotation share the budget so that P(any rotation) = prob
             prob = 1.0 - math.sqrt(1.0 - prob)
-        return torch.rand(n, device=device) < prob
+        return self._draw("rand", n, device=device) < prob
 
     def _geometric(self, n: int, h: int, w: int, dev: torch.device, p: float) -> Tensor:
         """(n,3,3) sampling matrices (output -> input) in centred pixel coordinates."""
         on = self._on
         g = torch.eye(3, device=dev).repeat(n, 1, 1)
         if on("xflip"):
-            i = torch.randint(2, (n,), device=dev) * self._gate("xflip", n, dev, p)
+            i = self._draw("randint", n, high=2, device=dev) * self._gate("xflip", n, dev, p)
             g = g @ _scale2d(1 - 2 * i.float(), torch.ones(n, device=dev))
         if on("rotate90"):
-            i = torch.randint(4, (n,), device=dev) * self._gate("rotate90", n, dev, p)
+            i = self._draw("randint", n, high=4, device=dev) * self._gate("rotate90", n, dev, p)
             g = g @ _rotate2d(-math.pi / 2 * i.float())
         if on("xint"):
-            t = (torch.rand(n, 2, device=dev) * 2 - 1) * 0.125 * self._gate("xint", n, dev, p)[:, None]
+            t = (self._draw("rand", n, 2, device=dev) * 2 - 1) * 0.125 * self._gate("xint", n, dev, p)[:, None]
             g = g @ _translate2d(torch.round(t[:, 0] * w), torch.round(t[:, 1] * h))
         if on("scale"):
-            s = torch.exp2(torch.randn(n, device=dev) * 0.2 * self._gate("scale", n, dev, p))
+            s = torch.exp2(self._draw("randn", n, device=dev) * 0.2 * self._gate("scale", n, dev, p))
             g = g @ _scale2d(s, s)
         if on("rotate"):
-            g = g @ _rotate2d((torch.rand(n, device=dev) * 2 - 1) * math.pi * self._gate("rotate", n, dev, p))
+            g = g @ _rotate2d((self._draw("rand", n, device=dev) * 2 - 1) * math.pi * self._gate("rotate", n, dev, p))
         if on("aniso"):
-            s = torch.exp2(torch.randn(n, device=dev) * 0.2 * self._gate("aniso", n, dev, p))
+            s = torch.exp2(self._draw("randn", n, device=dev) * 0.2 * self._gate("aniso", n, dev, p))
             g = g @ _scale2d(s, 1 / s)
         if on("xfrac"):
-            t = torch.randn(n, 2, device=dev) * 0.125 * self._gate("xfrac", n, dev, p)[:, None]
+            t = self._draw("randn", n, 2, device=dev) * 0.125 * self._gate("xfrac", n, dev, p)[:, None]
             g = g @ _translate2d(t[:, 0] * w, t[:, 1] * h)
         if on("rotate"):
-            g = g @ _rotate2d((torch.rand(n, device=dev) * 2 - 1) * math.pi * self._gate("rotate", n, dev, p))
+            g = g @ _rotate2d((self._draw("rand", n, device=dev) * 2 - 1) * math.pi * self._gate("rotate", n, dev, p))
         return g
 
     def _color(self, n: int, rgb: bool, dev: torch.device, p: float) -> Tensor:
@@ -123,32 +139,49 @@ class AdaptiveAugment(nn.Module):
         on, eye3 = self._on, torch.eye(3, device=dev)
         c = torch.eye(4, device=dev).repeat(n, 1, 1)
         if on("brightness"):
-            b = torch.randn(n, device=dev) * 0.2 * self._gate("brightness", n, dev, p)
+            b = self._draw("randn", n, device=dev) * 0.2 * self._gate("brightness", n, dev, p)
             c = _embed4(eye3.expand(n, 3, 3), b[:, None].expand(n, 3)) @ c
         if on("contrast"):
-            s = torch.exp2(torch.randn(n, device=dev) * 0.5 * self._gate("contrast", n, dev, p))
+            s = torch.exp2(self._draw("randn", n, device=dev) * 0.5 * self._gate("contrast", n, dev, p))
             c = _embed4(eye3 * s[:, None, None]) @ c
         if not rgb:
             return c
         vv, cross = _VV.to(dev), _VX.to(dev)
         if on("lumaflip"):
-            i = torch.randint(2, (n,), device=dev) * self._gate("lumaflip", n, dev, p)
+            i = self._draw("randint", n, high=2, device=dev) * self._gate("lumaflip", n, dev, p)
             c = _embed4(eye3 - 2 * vv * i.float()[:, None, None]) @ c
         if on("hue"):
-            t = ((torch.rand(n, device=dev) * 2 - 1) * math.pi * self._gate("hue", n, dev, p))[:, None, None]
+            t = ((self._draw("rand", n, device=dev) * 2 - 1) * math.pi * self._gate("hue", n, dev, p))[:, None, None]
             c = _embed4(torch.cos(t) * eye3 + torch.sin(t) * cross + (1 - torch.cos(t)) * vv) @ c  # Rodrigues
         if on("saturation"):
-            s = torch.exp2(torch.randn(n, device=dev) * self._gate("saturation", n, dev, p))[:, None, None]
+            s = torch.exp2(self._draw("randn", n, device=dev) * self._gate("saturation", n, dev, p))[:, None, None]
             c = _embed4(vv + (eye3 - vv) * s) @ c
         return c
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Augment a (B,C,H,W) batch; returns the input itself when p == 0."""
+    def forward(self, images: Tensor, generator: torch.Generator | None = None, rows: Tensor | None = None,
+                total: int | None = None) -> Tensor:
+        """Augment a (B,C,H,W) batch; returns the input itself when p == 0.
+
+        By default the random draws come from the global RNG. With a CPU ``generator``, sample i of the batch takes
+        row ``rows[i]`` of draws made for ``total`` samples: its transform is then a function of (generator, its
+        row) alone, the same whether the batch is processed whole or split over processes or micro-batches.
+        """
         if images.dim() != 4:
             raise ValueError(f"AdaptiveAugment: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
         p = self.probability
         if p <= 0.0:
             return images
+        if generator is not None:
+            rows = torch.arange(images.shape[0]) if rows is None else rows.cpu()
+            if rows.numel() != images.shape[0]:
+                raise ValueError(f"AdaptiveAugment: {rows.numel()} rows for a batch of {images.shape[0]}")
+            self._source = (generator, rows, int(total) if total is not None else int(rows.max()) + 1)
+        try:
+            return self._augment(images, p)
+        finally:
+            self._source = None
+
+    def _augment(self, images: Tensor, p: float) -> Tensor:
         n, ch, h, w = images.shape
         dev, x = images.device, images
         if any(map(self._on, GEOMETRIC)):

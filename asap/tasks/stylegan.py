@@ -26,6 +26,15 @@ AUGMENT_WEIGHTS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfr
                    "lumaflip", "hue", "saturation")
 
 
+def _mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """Mean over the values of every process; gradients flow through this process's values."""
+    from asap.training import distributed
+    if not distributed.current().enabled:
+        return values.mean()
+    total, count = distributed.all_reduce_sum([float(values.detach().sum()), float(values.numel())])
+    return (values.sum() + (total - float(values.detach().sum()))) / count
+
+
 class StyleGANTask(Task):
     """Owns G, its EMA copy, D, both optimizers, the path-length running mean and the augmentation state."""
 
@@ -154,14 +163,21 @@ class StyleGANTask(Task):
         ws = self.sample_ws(ctx)
         return self.G.synthesis(ws, noise=self.sample_noise(ctx)), ws
 
-    def discriminate(self, images: torch.Tensor) -> torch.Tensor:
-        return self.D(self.augment(images) if self.augment is not None else images)
+    def discriminate(self, images: torch.Tensor, ctx: StepContext | None = None, stream: str = "") -> torch.Tensor:
+        """D's logits, through the adaptive augmentation when on: each sample's transform keyed by its position in
+        the step's global batch (the same however the batch is split over processes)."""
+        if self.augment is None:
+            return self.D(images)
+        if ctx is None:
+            return self.D(self.augment(images))
+        return self.D(self.augment(images, generator=ctx.generator(f"augment/{stream}"), rows=ctx.positions,
+                                   total=ctx.batch_size))
 
     # -- losses (forward only) ---------------------------------------------------------------------------------
     def d_loss(self, batch: Mapping[str, Any], ctx: StepContext):
         real = batch["image"]
         fake = self.generate(ctx)[0].detach()
-        real_logits, fake_logits = self.discriminate(real), self.discriminate(fake)
+        real_logits, fake_logits = self.discriminate(real, ctx, "real"), self.discriminate(fake, ctx, "fake")
         l_real, l_fake = logistic_d_loss(real_logits, fake_logits)
         if self.ada is not None:
             self.ada.accumulate(real_logits)
@@ -171,22 +187,27 @@ class StyleGANTask(Task):
 
     def r1_loss(self, batch: Mapping[str, Any], ctx: StepContext):
         real = batch["image"].detach().requires_grad_(True)
-        logits = self.discriminate(real)
+        logits = self.discriminate(real, ctx, "real")
         r1 = r1_penalty(logits, real)
         return self.r1_gamma / 2 * r1 + 0 * logits[0, 0], {"loss/D_r1": r1.detach()}
 
     def g_loss(self, batch: Mapping[str, Any], ctx: StepContext):
         fake = self.generate(ctx)[0]
-        loss = logistic_g_loss(self.discriminate(fake))
+        loss = logistic_g_loss(self.discriminate(fake, ctx, "fake"))
         return loss, {"loss/G": loss.detach()}
 
     def path_loss(self, batch: Mapping[str, Any], ctx: StepContext):
-        keep = max(1, ctx.size // self.path_batch_shrink)
-        ctx = StepContext(step=ctx.step, phase=ctx.phase, seed=ctx.seed, positions=ctx.positions[:keep],
+        # every path_batch_shrink-th sample of the global batch (the same subset however the batch is split)
+        keep = ctx.positions[ctx.positions % self.path_batch_shrink == 0]
+        if keep.numel() == 0:
+            keep = ctx.positions[:1]
+        ctx = StepContext(step=ctx.step, phase=ctx.phase, seed=ctx.seed, positions=keep,
                           batch_size=ctx.batch_size, device=ctx.device, micro=ctx.micro, world_size=ctx.world_size)
         fake, ws = self.generate(ctx)
+        noise = ctx.randn(*fake.shape[1:], stream="path_noise").to(fake.dtype)
         penalty, self.mean_path_length, lengths = path_length_penalty(fake, ws, self.mean_path_length,
-                                                                      self.path_decay)
+                                                                      self.path_decay, noise=noise,
+                                                                      batch_mean=_mean_over_processes)
         return self.path_weight * penalty + 0 * fake[0, 0, 0, 0], {
             "loss/G_path": penalty.detach(), "path/mean_length": self.mean_path_length.detach(),
             "path/length": lengths.mean()}
