@@ -79,9 +79,6 @@ class Task:
     def learning_rates(self) -> dict[str, float]:
         return {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
 
-    def batch_size(self, batch: Mapping[str, Any]) -> int:
-        return int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
-
     def visuals(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """An image grid [3,H,W] in [0,1] for TensorBoard."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ adaptive differentiable augmentation (ADA) of everything D sees, its p tuned by 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Iterable, Mapping
 
@@ -201,8 +202,7 @@ class StyleGANTask(Task):
         keep = ctx.positions[ctx.positions % self.path_batch_shrink == 0]
         if keep.numel() == 0:
             keep = ctx.positions[:1]
-        ctx = StepContext(step=ctx.step, phase=ctx.phase, seed=ctx.seed, positions=keep,
-                          batch_size=ctx.batch_size, device=ctx.device, micro=ctx.micro, world_size=ctx.world_size)
+        ctx = dataclasses.replace(ctx, positions=keep)
         fake, ws = self.generate(ctx)
         noise = ctx.randn(*fake.shape[1:], stream="path_noise").to(fake.dtype)
         penalty, self.mean_path_length, lengths = path_length_penalty(fake, ws, self.mean_path_length,

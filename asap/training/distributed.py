@@ -139,7 +139,7 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
         offset += n
 
 
-def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
+def all_reduce_max(values: list[float]) -> list[float]:
     """Element-wise maximum over processes (flags: stop, non-finite loss)."""
     if not current().enabled:
         return values

@@ -89,16 +89,17 @@ class StepContext:
         """A CPU generator shared by every sample of this step and phase (e.g. one style-mixing decision)."""
         return torch.Generator().manual_seed(_key(self.seed, self.step, self.phase, stream))
 
-    def randn(self, *shape: int, stream: str = "", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """[size, *shape] standard normal numbers, one independent draw per sample position."""
-        rows = [torch.randn(shape, generator=torch.Generator().manual_seed(
+    def _per_sample(self, draw: Callable[..., torch.Tensor], shape: tuple[int, ...], stream: str,
+                    dtype: torch.dtype) -> torch.Tensor:
+        rows = [draw(shape, generator=torch.Generator().manual_seed(
             _key(self.seed, self.step, self.phase, stream, int(p))), dtype=dtype) for p in self.positions.tolist()]
         out = torch.stack(rows) if rows else torch.empty((0, *shape), dtype=dtype)
         return out.to(self.device)
 
+    def randn(self, *shape: int, stream: str = "", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[size, *shape] standard normal numbers, one independent draw per sample position."""
+        return self._per_sample(torch.randn, shape, stream, dtype)
+
     def rand(self, *shape: int, stream: str = "", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """[size, *shape] uniform numbers in [0, 1), one independent draw per sample position."""
-        rows = [torch.rand(shape, generator=torch.Generator().manual_seed(
-            _key(self.seed, self.step, self.phase, stream, int(p))), dtype=dtype) for p in self.positions.tolist()]
-        out = torch.stack(rows) if rows else torch.empty((0, *shape), dtype=dtype)
-        return out.to(self.device)
+        return self._per_sample(torch.rand, shape, stream, dtype)

@@ -447,8 +447,7 @@ class Trainer:
                     elapsed = time.perf_counter() - start_time
                     typical = float(np.median(step_times[-20:]))
                     out_of_time = elapsed + typical + reserve >= self.max_time
-                bad, stop = distributed.all_reduce_max([float(self._nonfinite is not None), float(out_of_time)],
-                                                       self.task.device)
+                bad, stop = distributed.all_reduce_max([float(self._nonfinite is not None), float(out_of_time)])
                 if bad:
                     what = self._nonfinite or "another process saw a non-finite loss"
                     raise AsapError(f"{what}; stopped" + self._last_ckpt_note())
