@@ -46,9 +46,25 @@ def join_torchrun_job() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 
 
+def check_run_folder() -> None:
+    """Hydra makes the run folder before any of our code runs and reports a failure with a traceback: check
+    first that the folder (hydra.run.dir, else under trainer.outputs_root) can be made, and say so in one line."""
+    from asap.cli import fail
+
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    folder = Path(args.get("hydra.run.dir") or args.get("trainer.outputs_root") or "outputs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        fail(f"cannot create the run folder {folder}: {e.strerror or e}")
+
+
 if __name__ == "__main__":
     from asap.utils.perf import tune_allocator
 
     tune_allocator()
+    check_run_folder()
     join_torchrun_job()
     main()
