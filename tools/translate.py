@@ -45,10 +45,12 @@ def run(cfg, positional):
 
     import asap.pretrained
     from asap.errors import AsapError
-    from asap.inference.translate import expand_inputs, prepare, translate
+    from asap.inference.translate import expand_inputs, output_names, prepare, translate
+    from asap.utils.io import check_outputs
     from asap.utils.device import resolve_device
 
     paths = expand_inputs(list(cfg.inputs) + positional)
+    check_outputs(output_names(paths, cfg.out))  # before any work: out= must be a folder we can write into
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
     if cfg.checkpoint is None:
         raise AsapError("checkpoint=PATH is required")

@@ -39,32 +39,116 @@ EXPECTED = "expected one id per pixel (8/16-bit grey or palette PNG) or an RGB m
 # ----------------------------------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------------------------------
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000", "WEBP")
+
+
 def open_image(path: str | os.PathLike, what: str = "image") -> Any:
-    """A fully loaded PIL image; a missing or unreadable file raises one AsapError line naming it."""
+    """A fully loaded PIL image; a missing, unreadable or over-limit file raises one AsapError line naming it.
+
+    The limits (``asap.utils.limits``: pixels and file bytes) are checked on the file size and the header, before
+    any pixel is decoded, so a tiny file that declares a huge image costs nothing.
+    """
     from PIL import Image, UnidentifiedImageError
+
+    from asap.utils import limits
 
     path = Path(path)
     try:
-        img = Image.open(path)
-        img.load()
-        return img
+        size = path.stat().st_size
     except FileNotFoundError:
         raise AsapError(f"{path}: cannot read {what}: no such file") from None
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except OSError as e:
+        raise AsapError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise AsapError(f"{path}: cannot read {what}: is a folder")
+    if size > limits.get("max_image_bytes"):
+        raise AsapError(f"{path}: {what} file has {size:,} bytes, over {limits.describe('max_image_bytes')}")
+    max_pixels = limits.get("max_image_pixels")
+    try:
+        with _bomb_limit(Image, max_pixels):
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > max_pixels:
+                img.close()
+                raise AsapError(f"{path}: {what} is {w}x{h} = {w * h:,} pixels, over "
+                                f"{limits.describe('max_image_pixels')}")
+            img.load()
+        return img
+    except Image.DecompressionBombError as e:
+        import re
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(found.group(1)):,}" if found else f"more than {max_pixels:,}"
+        raise AsapError(f"{path}: {what} declares {count} pixels, over {limits.describe('max_image_pixels')}") from None
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AsapError(f"{path}: cannot read {what}: unreadable or corrupt image file ({detail})") from None
 
 
+class _bomb_limit:
+    """Make PIL's own decompression-bomb check agree with our pixel limit while one file is opened."""
+
+    def __init__(self, image_module: Any, max_pixels: int) -> None:
+        self.image, self.max_pixels = image_module, max_pixels
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self.saved = self.image.MAX_IMAGE_PIXELS
+        self.image.MAX_IMAGE_PIXELS = self.max_pixels  # PIL raises above twice this; we check the rest
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore", self.image.DecompressionBombWarning)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.quiet.__exit__(*exc)
+        self.image.MAX_IMAGE_PIXELS = self.saved
+
+
 def read_label_ids(path: str | os.PathLike, palette: np.ndarray | str | None = None,
-                   what: str = "label map") -> np.ndarray:
-    """A label or instance file -> HxW int64 ids by the module's one rule set, so training and translate agree."""
+                   what: str = "label map", warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """A label or instance file -> HxW int64 ids by the module's one rule set, so training and translate agree.
+
+    Lossy formats (JPEG, WebP) are refused: compression changes ids along every edge. A palette PNG is read as its
+    indices; when a dataset palette is given and the file's colours disagree with it, ``warn`` (default:
+    ``warnings.warn``) says so once, since the indices may then not be the ids the colours show.
+    """
     path = Path(path)
     img = open_image(path, what)
+    if img.format in LOSSY_FORMATS:
+        raise AsapError(f"{path}: {what} is a {img.format} file; lossy compression changes ids along edges, so "
+                        f"label and instance maps must be lossless (PNG)")
     if img.mode in SINGLE_CHANNEL_MODES:
-        return np.asarray(img).astype(np.int64)
+        ids = np.asarray(img).astype(np.int64)
+        if img.mode == "P" and palette is not None:
+            _check_palette_colours(img, ids, path, palette, what, warn)
+        return ids
     if img.mode not in COLOUR_MODES:
         raise AsapError(f"{path}: {what} has image mode {img.mode} ({len(img.getbands())} channels); {EXPECTED}")
     return colour_ids(np.asarray(img), path, palette, what)
+
+
+def _check_palette_colours(img: Any, ids: np.ndarray, path: Path, palette: np.ndarray | str, what: str,
+                           warn: Callable[[str], None] | None) -> None:
+    """Warn when a palette PNG draws some used index in another colour than the dataset palette gives that id."""
+    from .palettes import get_palette
+
+    table = get_palette(palette) if isinstance(palette, str) else np.asarray(palette)
+    raw = img.getpalette() or []
+    file_colours = np.asarray(raw[:(len(raw) // 3) * 3], dtype=np.uint8).reshape(-1, 3)
+    for i in np.unique(ids):
+        if i >= len(table) or i >= len(file_colours):
+            continue
+        if tuple(file_colours[i]) != tuple(table[i]):
+            name = palette if isinstance(palette, str) else "dataset"
+            message = (f"{path}: {what} is a palette PNG whose colours disagree with the {name} palette (index {i} is "
+                       f"drawn as {tuple(int(v) for v in file_colours[i])}, {name} id {i} is "
+                       f"{tuple(int(v) for v in table[i])}); reading the indices as ids")
+            if warn is None:
+                import warnings
+                warnings.warn(message, stacklevel=3)
+            else:
+                warn(message)
+            return
 
 
 def colour_ids(arr: np.ndarray, path: Path, palette: np.ndarray | str | None, what: str = "label map") -> np.ndarray:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from asap.data.transforms import SquareTransform
 from asap.errors import AsapError
@@ -29,16 +28,11 @@ LPIPS_MAX = 256  # images larger than this are average-pooled down for LPIPS, as
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """An image file -> [1, 3, size, size] in [-1, 1]: RGB, shorter side resized to ``size``, centre crop."""
+    from asap.data.labels import open_image
+
     path = Path(path)
-    if not path.is_file():
-        raise AsapError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AsapError(f"{path}: unreadable or corrupt image ({why})") from e
+    with open_image(path, "image") as im:  # the same pixel and file-size limits as every reader
+        im = im.convert("RGB")
     w, h = im.size
     if w < 1 or h < 1:
         raise AsapError(f"{path}: empty image")

@@ -20,7 +20,7 @@ from asap.data.labels import CONVENTIONS as DATASET_CONVENTIONS
 from asap.data.labels import LabelConvention, first_out_of_range, get_convention, read_label_ids
 from asap.data.preprocess import SemanticSpec, semantic_input
 from asap.errors import AsapError
-from asap.utils.io import save_png
+from asap.utils.io import AtomicFiles, atomic_files, save_png
 
 IMAGE_EXTS = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"}
 # labels=...: how ids stored in files map to the model's ids; the names are the training datasets' conventions
@@ -150,6 +150,8 @@ def prepare(paths: Sequence[Path], model: nn.Module, instance: str | Path | None
                 if inst.shape != ids.shape:
                     raise AsapError(f"{ipath}: instance map size {inst.shape[1]}x{inst.shape[0]} differs from "
                                     f"label map {p.name} size {ids.shape[1]}x{ids.shape[0]}")
+        if resize == "native":
+            check_native_size(p, ids.shape, model)
         if resize == "model" and size is not None:
             ids = resize_nearest(ids, size)
             inst = resize_nearest(inst, size) if inst is not None else None
@@ -157,6 +159,28 @@ def prepare(paths: Sequence[Path], model: nn.Module, instance: str | Path | None
     if warned:  # said only once every input has passed its checks, so a failure stays one line
         warn("note: no instance maps given; using the label maps as instance maps (class boundaries as edges)")
     return out
+
+
+def output_names(paths: Sequence[Path], out_dir: str | Path) -> list[Path]:
+    """``<out_dir>/<stem>.png`` per input; two inputs with one stem would overwrite each other: one-line error."""
+    out_dir, seen = Path(out_dir), {}
+    for p in paths:
+        if p.stem in seen:
+            raise AsapError(f"{p} and {seen[p.stem]} would both be written to {out_dir / (p.stem + '.png')}; "
+                            f"translate them in separate runs or rename one")
+        seen[p.stem] = p
+    return [out_dir / f"{p.stem}.png" for p in paths]
+
+
+def check_native_size(path: Path, shape: Sequence[int], model: nn.Module) -> None:
+    """With resize=native, each side must be at least the network's total downsampling factor (smaller inputs
+    leave nothing to normalise at the lowest resolution)."""
+    multiple = int(getattr(model, "downsampling", 1))
+    smallest = 2 * multiple
+    h, w = int(shape[0]), int(shape[1])
+    if h < smallest or w < smallest:
+        raise AsapError(f"{path}: label map is {w}x{h}; with resize=native each side must be at least {smallest} px "
+                        f"(twice the generator's downsampling {multiple}); use resize=model")
 
 
 def _pad_to_multiple(t: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -184,22 +208,36 @@ def translate(model: nn.Module, items: Sequence[LabelInput], out_dir: str | Path
     for it in items:
         groups.setdefault(it.label.shape, []).append(it)
     written, busy = [], 0.0
-    for group in groups.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i:i + batch_size]
-            t0 = time.perf_counter()
-            label = torch.from_numpy(np.stack([c.label for c in chunk])).unsqueeze(1).to(device)
-            inst = None
-            if spec.uses_instance:
-                inst = torch.from_numpy(np.stack([c.instance for c in chunk])).unsqueeze(1).to(device)
-            label, (h, w) = _pad_to_multiple(label, multiple)
-            if inst is not None:
-                inst, _ = _pad_to_multiple(inst, multiple)
-            x = semantic_input(label, inst, spec, check=False)
-            images = model(x)[..., :h, :w]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            busy += time.perf_counter() - t0
-            for c, img in zip(chunk, images):
-                written.append(save_png(to_uint8(img), out_dir / f"{c.path.stem}.png"))
+    with atomic_files() as files:  # every image appears at the end, or none does
+        for group in groups.values():
+            busy += _translate_group(model, spec, group, out_dir, device, batch_size, multiple, files, written)
     return written, (len(items) / busy if busy > 0 else float("inf"))
+
+
+def _translate_group(model: nn.Module, spec: SemanticSpec, group: Sequence[LabelInput], out_dir: Path,
+                     device: torch.device, batch_size: int, multiple: int, files: AtomicFiles,
+                     written: list[Path]) -> float:
+    """Translate one group of equal-size inputs into ``files``; returns the seconds spent computing."""
+    busy = 0.0
+    for i in range(0, len(group), batch_size):
+        chunk = group[i:i + batch_size]
+        t0 = time.perf_counter()
+        label = torch.from_numpy(np.stack([c.label for c in chunk])).unsqueeze(1).to(device)
+        inst = None
+        if spec.uses_instance:
+            inst = torch.from_numpy(np.stack([c.instance for c in chunk])).unsqueeze(1).to(device)
+        label, (h, w) = _pad_to_multiple(label, multiple)
+        if inst is not None:
+            inst, _ = _pad_to_multiple(inst, multiple)
+        x = semantic_input(label, inst, spec, check=False)
+        try:
+            images = model(x)[..., :h, :w]
+        except (RuntimeError, ValueError) as e:  # e.g. an input too small for the network's downsampling
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AsapError(f"{chunk[0].path}: the generator cannot run on this {w}x{h} input: {first}") from e
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        busy += time.perf_counter() - t0
+        for c, img in zip(chunk, images):
+            written.append(save_png(to_uint8(img), out_dir / f"{c.path.stem}.png", files))
+    return busy

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch.nn as nn
 
 from asap.errors import AsapError
-from asap.pretrained.common import load_state_strict
+from asap.pretrained.common import load_state_strict, seal
 
 FORMAT = "asap"
 VERSION = 1
@@ -75,5 +75,5 @@ def load_model(obj: Mapping[str, Any], path: str | os.PathLike, family: str | No
 
 def make_checkpoint(family: str, networks: Mapping[str, tuple[nn.Module, Mapping[str, Any]]], **extra: Any) -> dict:
     """Assemble a native checkpoint dict from ``{name: (module, constructor config)}`` plus extra fields."""
-    return {"format": FORMAT, "version": VERSION, "family": family,
-            "networks": {name: network_entry(m, cfg) for name, (m, cfg) in networks.items()}, **extra}
+    return seal({"format": FORMAT, "version": VERSION, "family": family,
+                 "networks": {name: network_entry(m, cfg) for name, (m, cfg) in networks.items()}, **extra})
