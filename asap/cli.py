@@ -53,7 +53,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str], bool]:
     return positional, overrides, wants_help
 
 
-def compose(config_name: str, overrides: Sequence[str]) -> Any:
+def compose(config_name: str, overrides: Sequence[str], return_hydra_config: bool = False) -> Any:
     """Compose ``conf/<config_name>.yaml`` with ``overrides`` using Hydra's compose API (errors -> AsapError)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -61,7 +61,8 @@ def compose(config_name: str, overrides: Sequence[str]) -> Any:
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as e:
         raise AsapError(f"bad override: {one_line(e)}") from e
 
@@ -80,6 +81,9 @@ def tool_main(config_name: str, run: Callable[[Any, list[str]], Any], help_text:
 
     @guarded
     def _go() -> Any:
+        from asap.config_check import validate
+
         cfg = compose(config_name, overrides)
+        validate(config_name, cfg, overrides, CONF_DIR)  # every bad value is one line, before any work
         return run(cfg, positional)
     return _go()

@@ -28,9 +28,9 @@ def test_torchscript_export_matches(tmp_path):
     g = tiny()
     x = example_input(g, None, batch=2)
     assert x.shape == (2, g.spec.num_channels, 32, 64)
-    path = export(g, x, tmp_path / "g.ts.pt", "torchscript")
+    path, checked = export(g, x, tmp_path / "g.ts.pt", "torchscript", tolerance=1e-5)
     diff = max_difference(g, path, x, "torchscript")
-    assert diff is not None and diff <= 1e-5
+    assert diff is not None and diff <= 1e-5 and checked == diff
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,

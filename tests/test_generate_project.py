@@ -303,7 +303,7 @@ def test_generate_bad_input(tmp_path, tiny_ckpt, asapnet_ckpt, capsys, case):
     elif case == "reversed_range":
         args["seeds"], needles = "7-3", ["seeds=", "7-3"]
     elif case == "psi_text":
-        args["truncation_psi"], needles = "high", ["truncation_psi", "not a number"]
+        args["truncation_psi"], needles = "high", ["truncation_psi", "expected a number"]
     elif case == "noise_mode":
         args["noise_mode"], needles = "loud", ["noise_mode", "loud"]
     elif case == "no_ckpt":
@@ -335,9 +335,9 @@ def test_project_bad_input(tmp_path, tiny_ckpt, asapnet_ckpt, target_png, capsys
     elif case == "not_stylegan":
         args["checkpoint"], needles = str(asapnet_ckpt), ["asapnet.pt", "not a StyleGAN-type generator"]
     elif case == "steps0":
-        args["steps"], needles = "0", ["steps must be >= 1"]
+        args["steps"], needles = "0", ["steps=0", "must be an integer >= 1"]
     elif case == "space":
-        args["space"], needles = "z", ["space=", "'w' or 'w+'"]
+        args["space"], needles = "z", ["space=", "one of w, w+"]
     elif case == "lpips_weights":
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
         args["lpips_pretrained"], needles = "true", ["vgg16-397923af.pth", "lpips_pretrained=false"]

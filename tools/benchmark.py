@@ -57,10 +57,7 @@ def build(cfg, height: int, width: int, batch: int, device, dtype):
 
     node = OmegaConf.merge(cfg, {"width": width, "height": height, "aspect": width / height})
     gen_cfg = OmegaConf.to_container(node.generator, resolve=True)
-    try:
-        g = build_net(gen_cfg).to(device=device, dtype=dtype).eval()
-    except ValueError as e:
-        raise AsapError(f"{cfg.family} at {height}x{width}: {e}") from e
+    g = build_net(gen_cfg, f"{cfg.family} at {height}x{width}").to(device=device, dtype=dtype).eval()
     gen = torch.Generator().manual_seed(0)
     if cfg.input == "semantic":
         spec = g.spec
@@ -100,10 +97,12 @@ def run(cfg, positional):
     from asap.errors import AsapError
     from asap.metrics.profile import count_params, latency, peak_memory_mb, summarize, time_once
     from asap.utils.device import resolve_device
-    from asap.utils.io import atomic_path
+    from asap.utils.io import atomic_path, check_outputs
 
     if positional:
         raise AsapError(f"unexpected argument {positional[0]!r}")
+    if cfg.out:
+        check_outputs([Path(str(cfg.out))])  # before measuring for minutes: out= must be a file we can write
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))

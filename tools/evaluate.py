@@ -53,8 +53,10 @@ def run(cfg, positional):
         ck = read_file(cfg.checkpoint)
         lp = bool(((ck.get("config") or {}).get("metrics") or {}).get("lpips_pretrained", True)) \
             if isinstance(ck, dict) else True
+    if cfg.split not in ("val", "train"):  # never score one split and report another
+        raise AsapError(f"split={cfg.split!r}: must be val or train (the data config's held-out or training split)")
     train, val = build_datasets(cfg.data)
-    dataset = val if cfg.split == "val" else train
+    dataset = {"val": val, "train": train}[cfg.split]
     if dataset is None:
         raise AsapError(f"data={cfg.data.name} has no {cfg.split} split")
     if cfg.max_images is not None:

@@ -40,7 +40,9 @@ def run(cfg, positional):
 
     import asap.pretrained
     from asap.errors import AsapError
-    from asap.inference.generate import check_options, check_stylegan, generate, parse_seeds, write_images
+    from asap.inference.generate import (check_options, check_stylegan, generate, output_names, parse_seeds,
+                                         write_images)
+    from asap.utils.io import check_outputs
     from asap.utils.device import resolve_device
 
     if positional:
@@ -51,13 +53,15 @@ def run(cfg, positional):
     seeds = parse_seeds(OmegaConf.to_container(cfg.seeds, resolve=True) if OmegaConf.is_config(cfg.seeds)
                         else cfg.seeds)
     psi, batch_size = check_options(cfg.truncation_psi, cfg.noise_mode, cfg.batch_size)
+    check_outputs(output_names(seeds, cfg.out, bool(cfg.grid)))  # before any work: out= must be writable
     device = resolve_device(cfg.device)
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
     G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)
     images, ips = generate(G, seeds, psi, cfg.noise_mode, device, batch_size,
                            note=lambda m: print(m, file=sys.stderr))
     written = write_images(images, seeds, cfg.out, grid=bool(cfg.grid))
-    print(f"wrote {len(written)} image(s) ({G.size}x{G.size}) to {cfg.out} on {device}: {ips:.2f} images/s")
+    grid = " and grid.png" if cfg.grid else ""
+    print(f"wrote {len(seeds)} image(s) ({G.size}x{G.size}){grid} to {cfg.out} on {device}: {ips:.2f} images/s")
     return 0
 
 

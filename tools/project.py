@@ -69,7 +69,7 @@ def run(cfg, positional):
     from asap.inference.translate import expand_inputs
     from asap.metrics.lpips import build_lpips
     from asap.utils.device import resolve_device
-    from asap.utils.io import save_png, save_torch
+    from asap.utils.io import atomic_files, check_outputs, save_png, save_torch
 
     def note(message):
         print(message, file=sys.stderr)
@@ -95,6 +95,14 @@ def run(cfg, positional):
     if not inputs:
         raise AsapError("no input images given (pass image files or folders as arguments)")
     paths = expand_inputs(inputs)
+    out = Path(cfg.out)
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise AsapError(f"{p} and {stems[p.stem]} would both be written as {out / (p.stem + '_projected.png')}; "
+                            f"project them in separate runs or rename one")
+        stems[p.stem] = p
+    check_outputs([out / f"{p.stem}{suffix}" for p in paths for suffix in ("_projected.png", "_latent.pt")])
     device = resolve_device(cfg.device)
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
     G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)
@@ -107,13 +115,13 @@ def run(cfg, positional):
         note("note: lpips_pretrained=false: LPIPS uses a random VGG backbone, so the perceptual loss is not "
              "meaningful (for tests and offline demos)")
     G = G.to(device)
-    out = Path(cfg.out)
     for path, target in zip(paths, targets):
         result = project(G, target.to(device), steps=steps, space=space, lpips=lpips, lr=lr, mse=mse,
                          noise_regularize=noise_reg, latent_noise=latent_noise, noise_ramp=noise_ramp,
                          w_avg_samples=samples, seed=seed, progress=path.name if cfg.progress else False, note=note)
-        save_png(hwc(to_uint8(result["image"][0])), out / f"{path.stem}_projected.png")
-        save_torch(latent_record(result, cfg.checkpoint, path, steps), out / f"{path.stem}_latent.pt")
+        with atomic_files() as files:  # the image and its latent appear together, or neither
+            save_png(hwc(to_uint8(result["image"][0])), out / f"{path.stem}_projected.png", files)
+            save_torch(latent_record(result, cfg.checkpoint, path, steps), out / f"{path.stem}_latent.pt", files)
         print(f"{path.name}: lpips {result['lpips']:.4f} mse {result['mse']:.5f} (start: lpips "
               f"{result['initial_lpips']:.4f} mse {result['initial_mse']:.5f}) -> {out / (path.stem + '_projected.png')}")
     print(f"projected {len(paths)} image(s) into {space} with {steps} step(s) on {device}; outputs in {out}")

@@ -48,17 +48,43 @@ def join_torchrun_job() -> None:
 
 def check_run_folder() -> None:
     """Hydra makes the run folder before any of our code runs and reports a failure with a traceback: check
-    first that the folder (hydra.run.dir, else under trainer.outputs_root) can be made, and say so in one line."""
+    first, without creating anything, that the folder (hydra.run.dir, else under trainer.outputs_root) could be
+    made, and say so in one line."""
     from asap.cli import fail
+    from asap.errors import AsapError
+    from asap.utils.io import check_output_dir
 
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
     folder = Path(args.get("hydra.run.dir") or args.get("trainer.outputs_root") or "outputs")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise PermissionError("not writable")
-    except OSError as e:
-        fail(f"cannot create the run folder {folder}: {e.strerror or e}")
+        check_output_dir(folder)
+    except AsapError as e:
+        fail(str(e).replace("output folder", "run folder"))
+
+
+def check_config_and_lock() -> None:
+    """Before Hydra makes or touches the run folder: validate the composed config (one line naming a bad key,
+    value or model/data pair), then take the run folder's lock, so that a second run into the same folder is
+    refused before it writes anything there (rank 0 only under torchrun)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from asap.cli import CONF_DIR, compose, fail, one_line
+    from asap.config_check import validate
+    from asap.errors import AsapError
+    from asap.training import distributed
+    from asap.training.lock import lock_run_dir
+
+    overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    try:
+        cfg = compose("train", overrides, return_hydra_config=True)
+        validate("train", cfg, overrides, CONF_DIR)
+        if distributed.env_from_torchrun().rank == 0:
+            lock_run_dir(Path(str(OmegaConf.select(cfg, "hydra.run.dir"))))
+    except AsapError as e:
+        fail(one_line(e))
+    except OmegaConfBaseException as e:
+        fail(f"bad configuration: {one_line(e)}")
 
 
 if __name__ == "__main__":
@@ -67,4 +93,5 @@ if __name__ == "__main__":
     tune_allocator()
     check_run_folder()
     join_torchrun_job()
+    check_config_and_lock()
     main()

@@ -29,11 +29,28 @@ def example_input(model: nn.Module, size: Sequence[int] | None, batch: int = 1, 
     return semantic_input(label, inst, spec)
 
 
-def export(model: nn.Module, x: torch.Tensor, out: str | Path, fmt: str = "onnx", opset: int = 17) -> Path:
-    """Write the traced model to ``out`` atomically (ONNX through the TorchScript-based exporter)."""
+def export(model: nn.Module, x: torch.Tensor, out: str | Path, fmt: str = "onnx", opset: int = 17,
+           tolerance: float | None = None) -> tuple[Path, float | None]:
+    """Write the traced model to ``out`` atomically (ONNX through the TorchScript-based exporter).
+
+    The export is checked against PyTorch on ``x`` while it is still a temporary file: with ``tolerance`` set, a
+    larger difference is a one-line error and ``out`` is left as it was. Returns ``(out, max abs difference or
+    None when no runtime is installed)``.
+    """
     model = model.eval()
     out = Path(out)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
+    if fmt not in ("onnx", "torchscript"):
+        raise AsapError(f"format={fmt!r} must be onnx or torchscript")
+    with atomic_path(out) as tmp:
+        _write(model, x, tmp, fmt, opset)
+        diff = max_difference(model, tmp, x, fmt)
+        if tolerance is not None and diff is not None and not diff <= float(tolerance):
+            raise AsapError(f"export differs from PyTorch by {diff:.3g} > tolerance {tolerance}; {out} not written")
+    return out, diff
+
+
+def _write(model: nn.Module, x: torch.Tensor, tmp: Path, fmt: str, opset: int) -> None:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
             torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["semantics"],
@@ -42,9 +59,6 @@ def export(model: nn.Module, x: torch.Tensor, out: str | Path, fmt: str = "onnx"
             with torch.no_grad():
                 traced = torch.jit.trace(model, (x,), check_trace=False)
             traced.save(str(tmp))
-        else:
-            raise AsapError(f"format={fmt!r} must be onnx or torchscript")
-    return out
 
 
 @torch.no_grad()

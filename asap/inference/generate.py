@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from asap.errors import AsapError
 from asap.nn.stylegan import NOISE_MODES
-from asap.utils.io import save_png
+from asap.utils.io import atomic_files, save_png
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
@@ -180,7 +180,14 @@ def make_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 def write_images(images: torch.Tensor, seeds: Sequence[int], out_dir: str | Path, grid: bool = True) -> list[Path]:
     """``<out_dir>/seed%04d.png`` for each image (+ ``grid.png``), each written atomically."""
     out_dir = Path(out_dir)
-    written = [save_png(hwc(img), out_dir / f"seed{int(s):04d}.png") for s, img in zip(seeds, images)]
-    if grid:
-        written.append(save_png(hwc(make_grid(images)), out_dir / "grid.png"))
+    with atomic_files() as files:  # all images appear together, or none (full disk, unwritable folder)
+        written = [save_png(hwc(img), out_dir / f"seed{int(s):04d}.png", files) for s, img in zip(seeds, images)]
+        if grid:
+            written.append(save_png(hwc(make_grid(images)), out_dir / "grid.png", files))
     return written
+
+
+def output_names(seeds: Sequence[int], out_dir: str | Path, grid: bool = True) -> list[Path]:
+    """The files :func:`write_images` will write (checked before any work is done)."""
+    out_dir = Path(out_dir)
+    return [out_dir / f"seed{int(s):04d}.png" for s in seeds] + ([out_dir / "grid.png"] if grid else [])

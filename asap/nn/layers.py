@@ -107,7 +107,7 @@ class TentDownsample(nn.Module):
         self.channels = channels
         ramp = np.arange(1, 2 * self.factor + 1, 2)
         k = np.concatenate([ramp, ramp[::-1]])
-        self.taps = [float(v) for v in torch.tensor(k / k.sum(), dtype=torch.float32)]
+        self.taps = [float(v) for v in (k / k.sum()).astype(np.float32)]  # float32 taps, also on the meta device
 
     def _along(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         s, p = self.factor, self.factor // 2

@@ -37,6 +37,7 @@ class Task:
     family: str = "?"
     visual_tag: str = "label_real_fake"   # TensorBoard image tag (train/<tag>, val/<tag>)
     val_visuals: bool = True              # also log visuals of a held-out batch
+    data_kinds: tuple[str, ...] | None = None  # the data configs' ``kind`` values it trains on (None: any)
 
     def __init__(self) -> None:
         self.networks: dict[str, nn.Module] = {}

@@ -41,6 +41,7 @@ class StyleGANTask(Task):
 
     visual_tag = "samples_ema"
     val_visuals = False
+    data_kinds = ("images",)
 
     def __init__(self, family: str, generator: Mapping[str, Any], discriminator: Mapping[str, Any],
                  loss: Mapping[str, Any], optim: Mapping[str, Any], max_steps: int,
@@ -52,8 +53,8 @@ class StyleGANTask(Task):
         self.data = dict(data or {})
         g_cfg, d_cfg = dict(generator), dict(discriminator)
         try:
-            self.G = build(g_cfg)
-            self.D = build(d_cfg)
+            self.G = build(g_cfg, "model.generator")
+            self.D = build(d_cfg, "model.discriminator")
         except ValueError as e:
             raise AsapError(f"model: {e}") from e
         if self.G.size != self.D.size:

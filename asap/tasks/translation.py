@@ -28,6 +28,8 @@ class TranslationTask(Task):
     """Owns G, D, their optimizers and schedulers. Phases: G (every ``d_steps_per_g``-th step, as the official
     ``--D_steps_per_G``), then D (every step)."""
 
+    data_kinds = ("labels",)
+
     def __init__(self, family: str, generator: Mapping[str, Any], discriminator: Mapping[str, Any],
                  loss: Mapping[str, Any], optim: Mapping[str, Any], max_steps: int,
                  data: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None) -> None:
@@ -40,10 +42,10 @@ class TranslationTask(Task):
         self.data = dict(data or {})
         self.metrics_cfg = dict(metrics or {})
         g_cfg = dict(generator)
-        self.G = build(g_cfg)
+        self.G = build(g_cfg, "model.generator")
         self.spec = self.G.spec
         d_cfg = dict(discriminator, input_nc=self.spec.num_channels + int(g_cfg.get("output_nc", 3)))
-        self.D = build(d_cfg)
+        self.D = build(d_cfg, "model.discriminator")
         self.networks = {"generator": self.G, "discriminator": self.D}
         self.network_configs = {"generator": g_cfg, "discriminator": d_cfg}
 

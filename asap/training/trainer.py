@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from asap.errors import AsapError
 from asap.pretrained.common import read_file
+from asap.training.lock import is_locked_by_other, lock_run_dir
 from asap.pretrained.native import make_checkpoint
 from asap.tasks.base import Task
 from asap.training import distributed
@@ -244,6 +245,8 @@ class Trainer:
         error: str | None = None
         if self.is_main:
             def accept(path: Path) -> str | None:
+                if is_locked_by_other(path.parent.parent):
+                    return "that run folder is in use by a running training process"
                 return why_not_resumable(path, self.task.family, self.task.network_configs, self.max_steps)
             try:
                 found = find_resume(self.resume, self.run_dir, self.outputs_root, accept=accept, log=log.info)
@@ -387,11 +390,15 @@ class Trainer:
         start_time = time.perf_counter()
         seed_everything(self.seed)
         self.setup()
+        if self.is_main:
+            lock_run_dir(self.run_dir)  # one training process per run folder
         loader = self._make_loader()
         resume_from = self._find_resume()
         if resume_from is not None:
             if self.run_dir.resolve() not in resume_from.resolve().parents:
                 self.run_dir = resume_from.parent.parent  # continue the earlier run in its own folder
+                if self.is_main:
+                    lock_run_dir(self.run_dir)
             self.restore(resume_from, loader)
             log.info("resumed from %s at step %d", resume_from, self.step)
         else:
@@ -420,6 +427,7 @@ class Trainer:
         steps_this_call = 0
         step_times: list[float] = []
         reserve = 0.0  # seconds the final validation + checkpoint took last time (kept free under max_time)
+        bad_in_a_row = 0  # samples skipped (data.skip_bad) since the last batch with a good one
         try:
             while self.step < self.max_steps:
                 t_step = time.perf_counter()
@@ -432,8 +440,11 @@ class Trainer:
                     raise AsapError(f"{msg}; stopped at step {self.step}" + self._last_ckpt_note()) from e
                 if batch is None:
                     self.skipped += self.batch_size // self.env.world_size
+                    bad_in_a_row += self.batch_size // self.env.world_size
+                    self._check_bad_in_a_row(bad_in_a_row)
                     continue
                 self.skipped += int(batch.pop("skipped", 0) or 0)
+                bad_in_a_row = 0
                 batch = self._to_device(batch)
                 if fixed_vis is None:
                     fixed_vis = {k: (v[:4] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()}
@@ -506,6 +517,16 @@ class Trainer:
         if self.skipped:
             log.info("skipped %d bad sample(s) (data.skip_bad=true)", self.skipped)
         return self.last_checkpoint
+
+    def _check_bad_in_a_row(self, count: int) -> None:
+        """With data.skip_bad, stop (one line) once a whole pass over the data, or 1000 samples, in a row were bad,
+        instead of looping forever over a dataset where nothing can be read."""
+        size = len(self.train_set) if self.train_set is not None else 1000
+        limit = max(1, min(1000, size))
+        if count >= limit:
+            raise AsapError(f"data.skip_bad=true, but the last {count} samples in a row were all unreadable "
+                            f"(dataset of {size}); stopped at step {self.step}: is every file bad?"
+                            + self._last_ckpt_note())
 
     @staticmethod
     def _accumulate_logs(out: Mapping[str, Any], sums: dict[str, float], counts: dict[str, int]) -> None:
