@@ -175,15 +175,20 @@ def _type_ok(default: Any, value: Any) -> bool:
 EXPECTED = {"bool": "true or false", "int": "an integer", "float": "a number"}
 
 
-def check_types(cfg: Any, defaults: Any, overrides: Sequence[str], conf_dir: Path) -> None:
-    """Each ``key=value`` override must keep the type of the default it replaces (see the module doc)."""
+def check_types(cfg: Any, defaults: Any, overrides: Sequence[str], conf_dir: Path,
+                config_name: str | None = None) -> None:
+    """Each ``key=value`` override must keep the type of the default it replaces (see the module doc); keys with a
+    value rule of ``config_name`` are left to the rule (some take several types, e.g. precision 32 or bf16)."""
     from omegaconf import OmegaConf
 
+    ruled = [pattern for pattern, _ in RULES.get(config_name or "", []) + COMMON]
     for o in overrides:
         if "=" not in o or is_group_override(o, conf_dir) or o.startswith("~"):
             continue
         key, raw = o.split("=", 1)
         key = key.lstrip("+")
+        if any(fnmatch.fnmatchcase(key, p) for p in ruled):
+            continue
         default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if not _type_ok(default, value):
@@ -206,6 +211,8 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def check_rules(cfg: Any, config_name: str) -> None:
     """Every leaf that matches a rule of ``config_name`` (or a common rule) must pass it."""
     from omegaconf import OmegaConf
+
+    import asap.config  # noqa: F401  (the resolvers the configs use)
 
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     rules = RULES.get(config_name, []) + COMMON
@@ -251,7 +258,7 @@ def validate(config_name: str, cfg: Any, overrides: Sequence[str], conf_dir: Pat
     values = [o for o in overrides if "=" in o and not is_group_override(o, conf_dir)]
     if values:
         defaults = compose(config_name, [o for o in overrides if o not in values])
-        check_types(cfg, defaults, values, conf_dir)
+        check_types(cfg, defaults, values, conf_dir, config_name)
     check_rules(cfg, config_name)
     if config_name == "train":
         check_model_data(cfg)

@@ -19,11 +19,12 @@ LOCK_NAME = ".lock"
 _HELD: dict[Path, int] = {}
 
 
-def lock_run_dir(run_dir: str | os.PathLike) -> None:
-    """Take (or keep) this process's lock on ``run_dir``; one-line error when another process holds it."""
+def lock_run_dir(run_dir: str | os.PathLike) -> Path | None:
+    """Take this process's lock on ``run_dir``; one-line error when another process holds it. Returns the folder
+    when this call took the lock (the caller releases it), None when it was already held here (or no locking)."""
     run_dir = Path(run_dir).resolve()
     if fcntl is None or run_dir in _HELD:
-        return
+        return None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -39,6 +40,7 @@ def lock_run_dir(run_dir: str | os.PathLike) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _HELD[run_dir] = fd
+    return run_dir
 
 
 def is_locked_by_other(run_dir: str | os.PathLike) -> bool:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from asap.errors import AsapError
 from asap.pretrained.common import read_file
-from asap.training.lock import is_locked_by_other, lock_run_dir
+from asap.training.lock import is_locked_by_other, lock_run_dir, release_run_dir
 from asap.pretrained.native import make_checkpoint
 from asap.tasks.base import Task
 from asap.training import distributed
@@ -383,22 +383,32 @@ class Trainer:
         self._set_trainable(())
 
     def fit(self) -> Path | None:
-        """Train to ``max_steps`` (or resume there, or stop at ``max_time``); returns the last checkpoint written."""
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
+        """Train to ``max_steps`` (or resume there, or stop at ``max_time``); returns the last checkpoint written.
+        The run folder is locked against other training processes meanwhile."""
         start_time = time.perf_counter()
         seed_everything(self.seed)
         self.setup()
+        locked = []
         if self.is_main:
-            lock_run_dir(self.run_dir)  # one training process per run folder
+            locked.append(lock_run_dir(self.run_dir))  # one training process per run folder
+        try:
+            return self._fit(start_time, locked)
+        finally:
+            for d in locked:
+                if d is not None:
+                    release_run_dir(d)
+
+    def _fit(self, start_time: float, locked: list[Path | None]) -> Path | None:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
         loader = self._make_loader()
         resume_from = self._find_resume()
         if resume_from is not None:
             if self.run_dir.resolve() not in resume_from.resolve().parents:
                 self.run_dir = resume_from.parent.parent  # continue the earlier run in its own folder
                 if self.is_main:
-                    lock_run_dir(self.run_dir)
+                    locked.append(lock_run_dir(self.run_dir))
             self.restore(resume_from, loader)
             log.info("resumed from %s at step %d", resume_from, self.step)
         else:
