@@ -35,9 +35,11 @@ def _noise_list(teacher_noise):
     return [teacher_noise[0]] + [m for pair in teacher_noise[1:] for m in (pair[0], pair[1])]
 
 
-def test_student_reproduces_every_reference_output(msg):
+@pytest.mark.parametrize("fast", [True, False], ids=["inference_path", "reference_path"])
+def test_student_reproduces_every_reference_output(msg, fast):
     d, inp, exp, meta = msg
     S = asap.pretrained.load(d / "checkpoint.pt", family="mobilestylegan")
+    S.synthesis.fast_inference = fast  # eval + no_grad takes the folded channels-last path unless disabled
     assert isinstance(S, MobileStyleGANGenerator) and not S.training
     assert S.channels == meta["constructor"]["student(MobileSynthesisNetwork)"]["channels"]
     assert (S.size, S.style_dim, len(S.mapping.layers), S.num_ws) == (64, 64, 3, meta["derived"]["wsize(student)"])
@@ -169,6 +171,32 @@ def test_student_api_shapes_noise_and_layout():
         S.synthesis(torch.zeros(1, 7, 16))
     with pytest.raises(ValueError, match="divisible by 4"):
         MobileStyleGANGenerator(size=16, style_dim=8, n_mlp=1, channels=[10, 8])
+
+
+def test_inference_path_equals_reference_path():
+    torch.manual_seed(0)
+    for size, channels in ((32, [16, 16, 8]), (8, [8])):
+        S = MobileStyleGANGenerator(size=size, style_dim=16, n_mlp=1, channels=channels).eval()
+        for p in S.parameters():
+            p.data.add_(0.2 * torch.randn_like(p))
+        ws = torch.randn(3, S.num_ws, 16)
+        noise = [torch.randn(s) for s in S.synthesis.noise_shapes()]
+        per_sample = [torch.randn(3, *s[1:]) for s in S.synthesis.noise_shapes()]
+        with torch.no_grad():
+            for nz, mode in ((noise, "random"), (per_sample, "random"), (None, "const"), (None, "none")):
+                fast = S.synthesis(ws, noise=nz, noise_mode=mode)
+                S.synthesis.fast_inference = False
+                ref = S.synthesis(ws, noise=nz, noise_mode=mode)
+                S.synthesis.fast_inference = True
+                torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+            # weights changed in place (an optimiser step, load_state_dict): the folded constants follow
+            S.synthesis.conv1.conv.weight.mul_(2)
+            S.synthesis.fast_inference = False
+            ref = S.synthesis(ws, noise=noise)
+            S.synthesis.fast_inference = True
+            torch.testing.assert_close(S.synthesis(ws, noise=noise), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+        img = S.synthesis(ws, noise=noise)  # with autograd: the reference path
+        assert img.requires_grad
 
 
 def test_default_1024_parameter_counts():

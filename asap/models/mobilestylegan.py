@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from asap.models.stylegan2 import MappingNetwork, StyleGAN2Generator, channel_table
 from asap.nn.mobile import MobileStyledConv, MobileSynthesisBlock, WaveletHead
+from asap.nn.mobile_fast import FastMobileSynthesis
 from asap.nn.stylegan import NOISE_MODES, ConstantInput
 from asap.nn.wavelets import idwt
 
@@ -73,6 +74,10 @@ class MobileSynthesisNetwork(nn.Module):
         self.layers = nn.ModuleList([MobileSynthesisBlock(self.channels[i], self.channels[i + 1], w_dim)
                                      for i in range(len(self.channels) - 1)])
         self._const_noise: list[torch.Tensor] | None = None
+        # eval mode without autograd and without return_freq takes the folded channels-last path (same floats up to
+        # rounding; see asap.nn.mobile_fast); False forces the reference path
+        self.fast_inference = True
+        self._fast = FastMobileSynthesis(self)
 
     @property
     def num_ws(self) -> int:
@@ -112,6 +117,8 @@ class MobileSynthesisNetwork(nn.Module):
         """``noise``: ``num_noise`` maps (broadcast over the batch); None entries follow ``noise_mode``: random
         (fresh N(0,1) per sample), const (:meth:`const_noise`) or none."""
         ws, noise = self._inputs(ws, noise, noise_mode)
+        if self.fast_inference and not self.training and not return_freq and not torch.is_grad_enabled():
+            return self._fast(ws, noise, noise_mode)
         x = self.conv1(self.input(ws.shape[0]), ws[:, 0], noise[0])
         freqs = [self.to_img1(x, ws[:, 1])]
         for i, block in enumerate(self.layers):
@@ -119,8 +126,7 @@ class MobileSynthesisNetwork(nn.Module):
             x = block.up(x, ws[:, j])
             x = block.conv1(x, ws[:, j], noise[2 * i + 1])
             x = block.conv2(x, ws[:, j + 1], noise[2 * i + 2])
-            if return_freq or i == len(self.layers) - 1:
-                freqs.append(block.to_img(x, ws[:, j + 2]))
+            freqs.append(block.to_img(x, ws[:, j + 2]))  # every head, as defined (the fast path skips them)
         img = idwt(freqs[-1])
         return (img, freqs) if return_freq else img
 
