@@ -26,6 +26,7 @@ FAMILIES: dict[str, str] = {
     "asapnet": "asap.pretrained.asapnet",
     "spade": "asap.pretrained.spade",
     "stylegan2": "asap.pretrained.stylegan2",
+    "mobilestylegan": "asap.pretrained.mobilestylegan",
 }
 
 
