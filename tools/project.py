@@ -22,7 +22,10 @@ scaled to [-1, 1]. Images larger than 256 px are average-pooled to 256 px for LP
 
 Keys (conf/project.yaml):
   checkpoint=PATH     our checkpoint (g_ema by default) or an official rosinality stylegan2-pytorch .pt
-  family=NAME         official format: stylegan2 (default: detected); +official.K=V load options (e.g. which=g)
+  family=NAME         official format: stylegan2 | anycost (default: detected); +official.K=V load options
+  family=anycost      Anycost's procedure: w+ only with the stored noise, LPIPS + anycost.mse * MSE (1.0),
+                      anycost.steps=100, anycost.optimizer=lbfgs|adam, anycost.lr (1 | 0.001),
+                      anycost.consistency=true: every step through a random sub-generator (consistency-aware)
   steps=N             optimisation steps (default 1000)
   space=w|w+          w: one w broadcast to every layer (default); w+: one w per layer
   lr=X                peak Adam learning rate (default 0.1; rampup 5%, cosine rampdown over the last 25%)
@@ -107,6 +110,8 @@ def run(cfg, positional):
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
     G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)
     targets = [load_image(p, G.size) for p in paths]  # every input is read before any output is written
+    if cfg.family == "anycost":
+        return _run_anycost(cfg, G, paths, targets, device, note)
     try:
         lpips = build_lpips(net="vgg", pretrained=bool(cfg.lpips_pretrained))
     except AsapError as e:
@@ -125,6 +130,44 @@ def run(cfg, positional):
         print(f"{path.name}: lpips {result['lpips']:.4f} mse {result['mse']:.5f} (start: lpips "
               f"{result['initial_lpips']:.4f} mse {result['initial_mse']:.5f}) -> {out / (path.stem + '_projected.png')}")
     print(f"projected {len(paths)} image(s) into {space} with {steps} step(s) on {device}; outputs in {out}")
+    return 0
+
+
+def _run_anycost(cfg, G, paths, targets, device, note):
+    """family=anycost: Anycost's w+ projection (optionally consistency-aware); same output files."""
+    from asap.errors import AsapError
+    from asap.inference.edit import OPTIMIZERS, check_anycost, project_wplus
+    from asap.inference.generate import hwc, to_uint8
+    from asap.inference.project import latent_record
+    from asap.metrics.lpips import build_lpips
+    from asap.utils.io import save_png, save_torch
+
+    a = cfg.anycost
+    steps = _number(a, "steps", int, 1)
+    mse = _number(a, "mse", float, 0)
+    if str(a.optimizer) not in OPTIMIZERS:
+        raise AsapError(f"anycost.optimizer={a.optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
+    lr = None if a.lr is None else _number(a, "lr", float)
+    G = check_anycost(G, cfg.checkpoint).to(device)
+    try:
+        lpips = build_lpips(net="vgg", pretrained=bool(cfg.lpips_pretrained))
+    except AsapError as e:
+        raise AsapError(str(e).replace("metrics.lpips_pretrained=false", "lpips_pretrained=false")) from e
+    if not cfg.lpips_pretrained:
+        note("note: lpips_pretrained=false: LPIPS uses a random VGG backbone (tests and offline demos)")
+    out = Path(cfg.out)
+    for path, target in zip(paths, targets):
+        result = project_wplus(G, target.to(device), lpips, steps=steps, optimizer=str(a.optimizer), lr=lr, mse=mse,
+                               consistency=bool(a.consistency), seed=int(cfg.seed),
+                               w_avg_samples=int(cfg.w_avg_samples), progress=path.name if cfg.progress else False)
+        save_png(hwc(to_uint8(result["image"][0])), out / f"{path.stem}_projected.png")
+        rec = latent_record(result, cfg.checkpoint, path, steps)
+        rec.update(optimizer=result["optimizer"], consistency=result["consistency"])
+        save_torch(rec, out / f"{path.stem}_latent.pt")
+        print(f"{path.name}: lpips {result['lpips']:.4f} mse {result['mse']:.5f} (start: lpips "
+              f"{result['initial_lpips']:.4f} mse {result['initial_mse']:.5f}) -> {out / (path.stem + '_projected.png')}")
+    print(f"projected {len(paths)} image(s) into w+ (anycost, {a.optimizer}"
+          + (", consistency-aware" if a.consistency else "") + f") with {steps} step(s) on {device}; outputs in {out}")
     return 0
 
 

@@ -139,6 +139,8 @@ class StyleGAN2Generator(nn.Module):
     """Mapping network + synthesis network; ``forward(z, truncation_psi, noise)`` does mapping, truncation
     towards ``w_avg``, optional style mixing, broadcast to W+ and synthesis."""
 
+    synthesis_class = SynthesisNetwork  # subclasses (Anycost) swap in their synthesis network
+
     def __init__(self, size: int = 256, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  channels: Sequence[int] | Mapping[int, int] | None = None, lr_mlp: float = 0.01,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), z_dim: int | None = None) -> None:
@@ -147,7 +149,7 @@ class StyleGAN2Generator(nn.Module):
         self.z_dim = int(z_dim or style_dim)
         widths = channel_table(self.size, channel_multiplier, channels)
         self.mapping = MappingNetwork(self.z_dim, self.style_dim, int(n_mlp), float(lr_mlp))
-        self.synthesis = SynthesisNetwork(self.size, self.style_dim, widths, tuple(blur_kernel))
+        self.synthesis = self.synthesis_class(self.size, self.style_dim, widths, tuple(blur_kernel))
         # centre of truncation; NaN until computed by mean_w() or read from a checkpoint's latent_avg
         self.register_buffer("w_avg", torch.full((self.style_dim,), float("nan")))
 

@@ -91,7 +91,10 @@ class FusedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias)
+        bias = self.bias
+        if bias is not None and x.shape[1] != bias.shape[0]:  # a sub-generator uses the first channels only
+            bias = bias[:x.shape[1]]
+        return fused_leaky_relu(x, bias)
 
 
 class PixelNorm(nn.Module):
@@ -162,26 +165,37 @@ class ModulatedConv2d(nn.Module):
             p = (len(blur_kernel) - factor) - (kernel_size - 1)
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
 
-    def modulated_weight(self, style: torch.Tensor) -> torch.Tensor:
-        """Per-sample kernels [B, Cout, Cin, k, k] for styles w [B, style_dim]."""
+    def modulated_weight(self, style: torch.Tensor, in_ch: int | None = None,
+                         out_ch: int | None = None) -> torch.Tensor:
+        """Per-sample kernels [B, Cout, Cin, k, k] for styles w [B, style_dim]. ``in_ch``/``out_ch`` keep only the
+        first channels (Anycost sub-generators): styles are computed for every input channel and then sliced, and
+        the scale keeps the full fan-in, as in the official code."""
         s = self.modulation(style)
-        weight = self.scale * self.weight * s[:, None, :, None, None]
+        weight = self.weight
+        if (in_ch is not None and in_ch != self.in_ch) or (out_ch is not None and out_ch != self.out_ch):
+            in_ch, out_ch = in_ch or self.in_ch, out_ch or self.out_ch
+            if in_ch > self.in_ch or out_ch > self.out_ch:
+                raise ValueError(f"sub-channels {out_ch}x{in_ch} exceed the layer's {self.out_ch}x{self.in_ch}")
+            weight, s = weight[:, :out_ch, :in_ch], s[:, :in_ch]
+        weight = self.scale * weight * s[:, None, :, None, None]
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)[:, :, None, None, None]
         return weight
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, out_ch: int | None = None) -> torch.Tensor:
+        """``out_ch``: use only the first output channels (default all); the input width follows ``x``."""
         b, c, h, w = x.shape
-        weight = self.modulated_weight(style)
+        weight = self.modulated_weight(style, c, out_ch)
+        o = weight.shape[1]
         k = self.kernel_size
         x = x.reshape(1, b * c, h, w)
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(b * c, self.out_ch, k, k)
+            weight = weight.transpose(1, 2).reshape(b * c, o, k, k)
             out = F.conv_transpose2d(x, weight, stride=2, padding=0, groups=b)
-            out = out.reshape(b, self.out_ch, out.shape[2], out.shape[3])
+            out = out.reshape(b, o, out.shape[2], out.shape[3])
             return self.blur(out)
-        out = F.conv2d(x, weight.reshape(b * self.out_ch, c, k, k), padding=self.padding, groups=b)
-        return out.reshape(b, self.out_ch, out.shape[2], out.shape[3])
+        out = F.conv2d(x, weight.reshape(b * o, c, k, k), padding=self.padding, groups=b)
+        return out.reshape(b, o, out.shape[2], out.shape[3])
 
     def extra_repr(self) -> str:
         return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, demodulate={self.demodulate}, "
@@ -227,8 +241,8 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None,
-                noise_mode: str = "random") -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise, noise_mode))
+                noise_mode: str = "random", out_ch: int | None = None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style, out_ch), noise, noise_mode))
 
 
 class ToRGB(nn.Module):
@@ -255,8 +269,10 @@ class ConstantInput(nn.Module):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channels, size, size))
 
-    def forward(self, batch: int) -> torch.Tensor:
-        return self.input.repeat(batch, 1, 1, 1)
+    def forward(self, batch: int, channels: int | None = None) -> torch.Tensor:
+        """The constant repeated over the batch; ``channels`` keeps only the first ones (sub-generators)."""
+        x = self.input if channels is None else self.input[:, :channels]
+        return x.repeat(batch, 1, 1, 1)
 
 
 # -- discriminator blocks -------------------------------------------------------------------------------------

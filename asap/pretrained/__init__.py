@@ -23,6 +23,7 @@ from asap.pretrained.common import read_file
 
 # family name -> reader module; a new family adds one line here and one module beside this file.
 FAMILIES: dict[str, str] = {
+    "anycost": "asap.pretrained.anycost",  # before stylegan2: its trainer files also match the rosinality layout
     "asapnet": "asap.pretrained.asapnet",
     "spade": "asap.pretrained.spade",
     "stylegan2": "asap.pretrained.stylegan2",
@@ -50,6 +51,13 @@ def detect_family(obj: Any) -> str | None:
         if mod.detect(obj):
             return family
     return None
+
+
+def accepts(family: str, obj: Any) -> bool:
+    """Whether ``family``'s reader can read ``obj`` when asked by name (its ``accepts``, else its ``detect``): files
+    shared by two formats (an Anycost model-zoo generator is also a rosinality StyleGAN2 file) are read as asked."""
+    mod = reader(family)
+    return bool(getattr(mod, "accepts", mod.detect)(obj))
 
 
 def safe_globals() -> list[Any]:
@@ -80,7 +88,7 @@ def load(path: str | os.PathLike, family: str | None = None, **options: Any) -> 
                 raise AsapError(f"{path}: not an asap checkpoint and not an official checkpoint of a known family "
                                 f"({', '.join(sorted(FAMILIES))})")
             family = found
-        elif found is not None and found != family:
+        elif found is not None and found != family and not accepts(family, obj):
             raise AsapError(f"{path}: this is a {found} checkpoint, not {family}")
         elif found is None:
             raise AsapError(f"{path}: not an official {family} checkpoint (its keys do not match the {family} format)")
