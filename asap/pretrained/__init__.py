@@ -24,6 +24,7 @@ from asap.pretrained.common import read_file
 # family name -> reader module; a new family adds one line here and one module beside this file.
 FAMILIES: dict[str, str] = {
     "asapnet": "asap.pretrained.asapnet",
+    "fastgan": "asap.pretrained.fastgan",
     "spade": "asap.pretrained.spade",
     "stylegan2": "asap.pretrained.stylegan2",
 }
