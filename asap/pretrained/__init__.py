@@ -25,6 +25,7 @@ from asap.pretrained.common import read_file
 FAMILIES: dict[str, str] = {
     "anycost": "asap.pretrained.anycost",  # before stylegan2: its trainer files also match the rosinality layout
     "asapnet": "asap.pretrained.asapnet",
+    "fastgan": "asap.pretrained.fastgan",
     "spade": "asap.pretrained.spade",
     "stylegan2": "asap.pretrained.stylegan2",
     "mobilestylegan": "asap.pretrained.mobilestylegan",

@@ -503,7 +503,7 @@ class Trainer:
                 if self.is_main and self.image_every and (self.step % self.image_every == 0 or final):
                     self.task.train(False)
                     with torch.no_grad():
-                        writer.add_image(f"train/{self.task.visual_tag}", self.task.visuals(fixed_vis), self.step)
+                        self._add_images(writer, "train", self.task.visuals(fixed_vis))
                     self.task.train(True)
                 if self.is_main and self.val_set is not None and self.val_every and (
                         self.step % self.val_every == 0 or final):
@@ -554,7 +554,13 @@ class Trainer:
                      ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
         vis = self._val_visual() if self.task.val_visuals else None
         if vis is not None:
-            writer.add_image(f"val/{self.task.visual_tag}", vis, self.step)
+            self._add_images(writer, "val", vis)
+
+    def _add_images(self, writer: Any, prefix: str, vis: Any) -> None:
+        """A task's visuals: one [3,H,W] grid (tag ``visual_tag``) or a dict {tag: grid}."""
+        grids = vis if isinstance(vis, Mapping) else {self.task.visual_tag: vis}
+        for tag, grid in grids.items():
+            writer.add_image(f"{prefix}/{tag}", grid, self.step)
 
     def _val_visual(self) -> torch.Tensor | None:
         for batch in self._val_iter():
