@@ -15,6 +15,7 @@ import torch
 
 import asap.config  # noqa: F401  (registers the asap.* config resolvers)
 from asap.data.labels import read_label_ids
+from asap.errors import AsapError
 from asap.data.preprocess import instance_edges
 from tests.conftest import REPO, realdata_dir
 
@@ -280,3 +281,95 @@ def test_translate_reads_labels_like_the_datasets(tmp_path):
     got = ids_from_file(ade, SemanticSpec(150, True), "auto")
     raw = read_label_ids(ade)
     assert (got[raw == 0] == 150).all() and (got[raw > 0] == raw[raw > 0] - 1).all() and got[raw > 0].max() == 102
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# tools/translate.py on real label folders with tiny checkpoints
+# ------------------------------------------------------------------------------------------------------------------
+def tiny_checkpoint(path: Path, **over) -> Path:
+    from asap.models.asapnet import ASAPNetGenerator
+    from asap.pretrained.native import make_checkpoint
+    from asap.utils.io import save_torch
+
+    cfg = dict(label_nc=35, instance_edge=True, lr_instance=True, downsampling=8, learned_ds_factor=4, lr_width=4,
+               lr_max_width=8, lr_depth=1, hr_width=8, hr_depth=2, image_size=[32, 64])
+    cfg.update(over)
+    torch.manual_seed(0)
+    g = ASAPNetGenerator(**cfg)
+    save_torch(make_checkpoint("asapnet", {"generator": (g, {"_target_": "asap.models.asapnet.ASAPNetGenerator",
+                                                             **cfg})}, step=0), path)
+    return path
+
+
+def test_translate_cityscapes_val_folder_with_instance_folder(tmp_path):
+    from PIL import Image
+
+    from asap.inference.translate import expand_inputs, find_instance
+
+    cs = realdata_dir("cityscapes_pix2pixhd")
+    ck = tiny_checkpoint(tmp_path / "cs.pt")
+    out = tmp_path / "out"
+    r = run_tool("translate.py", str(cs / "test_label"), f"instance={cs / 'test_inst'}", f"checkpoint={ck}",
+                 "labels=ids", f"out={out}")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 15 image(s)" in r.stdout and "no instance maps" not in r.stderr
+    outs = sorted(out.iterdir())
+    assert [p.stem for p in outs] == sorted(p.stem for p in (cs / "test_label").glob("*_labelIds.png"))
+    arrs = [np.asarray(Image.open(p)) for p in outs]
+    assert all(a.shape == (32, 64, 3) and a.dtype == np.uint8 for a in arrs)
+    assert len({a.tobytes() for a in arrs}) == 15                     # each label map gave its own image
+    # each label is paired with its own instance map; a folder of instance maps is never read as labels
+    labels = expand_inputs([cs / "test_label"])
+    assert len(labels) == 15 and all(p.name.endswith("_labelIds.png") for p in labels)
+    with pytest.raises(AsapError, match="no label maps"):
+        expand_inputs([cs / "test_inst"])
+    inst = find_instance(labels[3], cs / "test_inst", 15)
+    assert inst.name == labels[3].name.replace("labelIds", "instanceIds")
+
+
+def test_translate_cityscapes_native_size_and_mixed_folder(tmp_path, cityscapes_linked):
+    from PIL import Image
+
+    ck = tiny_checkpoint(tmp_path / "cs.pt")
+    mixed = cityscapes_linked / "gtFine" / "val" / "frankfurt"     # labelIds + instanceIds side by side
+    out = tmp_path / "native"
+    one = sorted(mixed.glob("*_labelIds.png"))[0]
+    r = run_tool("translate.py", str(one), f"checkpoint={ck}", "resize=native", f"out={out}")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(out / f"{one.stem}.png")).shape == (1024, 2048, 3)
+    r = run_tool("translate.py", str(mixed), f"checkpoint={ck}", f"out={tmp_path / 'mixed'}")   # siblings found
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "mixed").iterdir())) == 15 and "no instance maps" not in r.stderr
+
+
+def test_translate_refuses_a_facades_checkpoint_on_cityscapes_labels(tmp_path):
+    cs = realdata_dir("cityscapes_pix2pixhd")
+    ck = tiny_checkpoint(tmp_path / "facades.pt", label_nc=13, instance_edge=False, lr_instance=False,
+                         image_size=[32, 32])
+    out = tmp_path / "out"
+    r = run_tool("translate.py", str(cs / "test_label"), f"instance={cs / 'test_inst'}", f"checkpoint={ck}",
+                 f"out={out}")
+    assert r.returncode == 2 and not out.exists()
+    err = r.stderr.strip()
+    assert "\n" not in err and "label_nc=13" in err and "Cityscapes" in err
+
+
+def test_translate_coco_stuff_and_facades_palette(tmp_path):
+    from PIL import Image
+
+    c = realdata_dir("coco_stuff_spade")
+    ck = tiny_checkpoint(tmp_path / "coco.pt", label_nc=182, contain_dontcare_label=True, image_size=[32, 32])
+    r = run_tool("translate.py", str(c / "val_label"), f"instance={c / 'val_inst'}", f"checkpoint={ck}",
+                 "labels=ids", f"out={tmp_path / 'coco'}")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "coco").iterdir())) == 8
+    ck13 = tiny_checkpoint(tmp_path / "fac.pt", label_nc=13, instance_edge=False, lr_instance=False,
+                           image_size=[64, 32])
+    png = realdata_dir("facades_mask2coco") / "masks" / "cmp_b0001.png"
+    r = run_tool("translate.py", str(png), f"checkpoint={ck13}", "labels=ids", f"out={tmp_path / 'fac'}")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "fac" / "cmp_b0001.png")).shape == (64, 32, 3)
+    # a COCO-Stuff label map (ids up to 180 + 255) on the 13-class checkpoint: one line, nothing written
+    r = run_tool("translate.py", str(c / "val_label"), f"checkpoint={ck13}", f"out={tmp_path / 'bad'}")
+    assert r.returncode == 2 and "\n" not in r.stderr.strip() and "label_nc=13" in r.stderr
+    assert not (tmp_path / "bad").exists()
