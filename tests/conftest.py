@@ -20,3 +20,14 @@ def fixture_dir(family: str) -> Path:
     if not d.is_dir():
         pytest.skip(f"official fixtures not found at {d} (set ASAP_SHARED to the shared/ folder)")
     return d
+
+
+REALDATA = SHARED / "realdata"
+
+
+def realdata_dir(name: str) -> Path:
+    """Return ../shared/realdata/<name> (small real datasets, never copied here), or skip with a reason."""
+    d = REALDATA / name
+    if not d.is_dir():
+        pytest.skip(f"real data set not found at {d} (set ASAP_SHARED to the shared/ folder)")
+    return d

@@ -15,7 +15,10 @@ usage: python tools/translate.py LABEL [LABEL | FOLDER ...] checkpoint=PATH [key
 Writes one PNG per label map into out=DIR, named by the input's file stem, and prints images/s.
 
 Inputs: single-channel id maps (8 or 16 bit) or colour-coded label maps in the dataset palette (Cityscapes,
-ADE20K, Facades). Folders expand to their image files.
+ADE20K, Facades). Folders expand to their label maps by the datasets' naming rules: a folder with Cityscapes
+*_labelIds.png files gives those (never *_instanceIds.png or photos); any other folder gives its image files.
+A checkpoint whose label_nc does not fit the labels (e.g. a 13-class facades model on Cityscapes labelIds) is
+refused with one line before anything is written.
 
 Keys (conf/translate.yaml):
   checkpoint=PATH     our checkpoint (from tools/train.py) or an official ASAPNet/SPADE *_net_G.pth

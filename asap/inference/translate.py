@@ -37,15 +37,28 @@ class LabelInput:
     instance: np.ndarray | None
 
 
+# Cityscapes file kinds that sit beside label maps but are never label maps
+NOT_LABELS = ("_instanceIds.png", "_leftImg8bit.png", "_leftImg8bit.jpg")
+
+
+def label_files_in(folder: Path) -> list[Path]:
+    """The label maps of a folder by the datasets' naming rules: a Cityscapes folder gives its ``*_labelIds.png``
+    (never ``*_instanceIds.png`` or photos); any other folder gives its image files (sorted)."""
+    found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    cityscapes = [f for f in found if f.name.endswith("_labelIds.png")]
+    return cityscapes or [f for f in found if not f.name.endswith(NOT_LABELS)]
+
+
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
-    """Files stay, folders expand to their image files (sorted); missing paths are an error."""
+    """Files stay, folders expand to their label maps (:func:`label_files_in`); missing paths are an error."""
     out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+            found = label_files_in(p)
             if not found:
-                raise AsapError(f"{p}: folder holds no image files")
+                raise AsapError(f"{p}: folder holds no label maps (image files other than *_instanceIds.png and "
+                                f"*_leftImg8bit photos)")
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -68,8 +81,17 @@ def label_convention(labels: str, spec: SemanticSpec) -> LabelConvention:
     return get_convention(name)
 
 
+def check_label_set(path: Path, spec: SemanticSpec) -> None:
+    """Refuse, in one line, a file whose name says which label set it uses when the model was trained on another
+    (a Cityscapes ``*_gtFine_labelIds.png`` holds the 35 Cityscapes ids)."""
+    if path.name.endswith("_labelIds.png") and spec.label_nc != 35:
+        raise AsapError(f"{path}: a Cityscapes labelIds map (label_nc=35) but the checkpoint's generator has "
+                        f"label_nc={spec.label_nc}; use a Cityscapes checkpoint")
+
+
 def ids_from_file(path: Path, spec: SemanticSpec, labels: str = "auto") -> np.ndarray:
     """A label file -> the model's ids, read and mapped exactly as the training dataset of that convention does."""
+    check_label_set(path, spec)
     conv = label_convention(labels, spec)
     raw = read_label_ids(path, conv.palette, "label map")
     ids = conv.map_ids(raw, spec.label_nc)
