@@ -46,9 +46,9 @@ def test_csv_output_and_bad_arguments(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1 and rows[0]["model"] == "asapnet" and float(rows[0]["macs"]) > 4e10
     for args, msg in [(("models=[nope]",), "unknown benchmark model 'nope'"),
-                      (("models=[asapnet]", "res=[256by512]"), "must look like 512x1024"),
+                      (("models=[asapnet]", "res=[256by512]"), "HxW sizes, e.g. [256x512"),
                       (("models=[asapnet]", "res=[384x768]"), "power of two"),
-                      (("models=[asapnet]", "dtype=int8"), "must be float32, bfloat16 or float16")]:
+                      (("models=[asapnet]", "dtype=int8"), "must be one of float32, bfloat16, float16")]:
         r = _bench(*args, "runs=1", "warmup=0")
         assert r.returncode != 0
         lines = [ln for ln in r.stderr.strip().splitlines() if ln]
