@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 
 // What tests and measurements read: photos shown, last stroke-to-photo time, last server times, messages.
-window.asapDemo = { ready: false, mode: null, photos: 0, lastLatencyMs: null, lastServer: null, lastSeq: 0,
+window.asapDemo = { ready: false, mode: null, sent: 0, photos: 0, lastLatencyMs: null, lastServer: null, lastSeq: 0,
                     messages: 0 };
 
 function showMessage(text, kind = "error") {
@@ -251,6 +251,7 @@ function initPaint(info) {
   // After every change: ask for the photo. Older answers are dropped; the server computes only the newest request.
   async function changed() {
     const mine = ++seq;
+    window.asapDemo.sent = mine;
     strokeEnds.set(mine, performance.now());
     try {
       const resp = await fetch("/api/paint", { method: "POST", body: mapsBody(),
@@ -367,6 +368,7 @@ function initSample(info) {
 
   async function request(preview) {
     const mine = ++seq, body = options(preview);
+    window.asapDemo.sent = mine;
     sent.set(mine, performance.now());
     try {
       const resp = await fetch("/api/sample", { method: "POST", body: JSON.stringify(body),
