@@ -146,7 +146,7 @@ RULES: dict[str, list[tuple[str, tuple[Check, str]]]] = {
         ("labels", one_of("auto", "ids", "cityscapes", "ade20k", "facades")), ("size", SIZE),
         ("edit_layers", int_at_least(1)), ("edit_scale", number_above(0)), ("max_upload_bytes", int_at_least(1)),
         ("preview_ratio", ((lambda v: _is_number(v) and 0 < v <= 1), "a number in (0, 1]")),
-        ("log_level", one_of("critical", "error", "warning", "info", "debug")),
+        ("log_level", one_of("critical", "error", "warning", "info", "debug")), ("measure", int_at_least(0)),
     ],
 }
 

@@ -34,7 +34,7 @@ from asap.models.stylegan2 import StyleGAN2Generator
 from asap.pretrained import load
 from asap.pretrained.native import make_checkpoint
 from asap.utils.io import save_torch
-from tests.conftest import REPO
+from tests.conftest import REPO, fixture_dir
 
 H, W = 32, 64
 TINY = dict(label_nc=35, instance_edge=True, lr_instance=True, downsampling=8, learned_ds_factor=4, lr_width=4,
@@ -440,3 +440,24 @@ def test_tool_serves_the_page_and_says_where(ckpt):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_official_checkpoint_with_translate_options_renders_the_official_photo(tmp_path):
+    """The official ASAPNet fixture, loaded with translate's +official.* options: its label and instance files
+    uploaded through the page's endpoints give the official rendering (equal, or off by one as translate)."""
+    d = fixture_dir("asapnet")
+    meta = json.loads((d / "meta.json").read_text())
+    model = load(d / "latest_net_G.pth", **meta["options"])
+    engine = make_engine(model, torch.device("cpu"), {"labels": "auto"}, source=str(d / "latest_net_G.pth"))
+    with running(create_app(engine)) as url:
+        assert json.loads(call(url + "api/info")[2])["height"] == meta["height"]
+        maps = []
+        for kind, name in (("label", "label_0.png"), ("instance", "instance_0.png")):
+            status, _, body = call(url + f"api/upload?kind={kind}&name={name}", (d / name).read_bytes())
+            assert status == 200, body
+            maps.append(body)
+        status, _, photo = call(url + "api/paint", b"".join(maps))
+    assert status == 200
+    ours = png_array(photo).astype(int)
+    ref = np.array(Image.open(d / "expected_0.png")).astype(int)
+    assert ours.shape == ref.shape and np.abs(ours - ref).max() <= 1

@@ -34,6 +34,8 @@ Keys (conf/demo.yaml):
   host=127.0.0.1 port=7860   where to listen (port=0: any free port); another host needs allow_remote=true
   max_upload_bytes=N  largest uploaded file (default 16 MiB); limits.max_image_pixels=N its pixels (default 4096^2)
   device=auto|cpu|cuda|cuda:N   log_level=info|warning|debug
+  measure=N           paint mode: instead of serving, paint N strokes in headless Chromium (the system's chromium,
+                      or ASAP_CHROMIUM=PATH) and print the stroke-end-to-photo time and the generator's share
 
 A bad checkpoint, option or address prints one line and exits with code 2; bad uploads are refused on the page.
 """
@@ -67,9 +69,28 @@ def run(cfg, positional):
     except BaseException:
         sock.close()
         raise
+    if int(cfg.measure) > 0:
+        return measure(app, sock, engine, int(cfg.measure))
     print(f"asap demo ({engine.mode} mode, {type(model).__name__} on {device}): open {url_of(sock)} in a browser "
           f"(Ctrl-C stops it)", flush=True)
     serve(app, sock, log_level=str(cfg.log_level))
+    return 0
+
+
+def measure(app, sock, engine, strokes: int) -> int:
+    """Serve in the background, paint ``strokes`` strokes in headless Chromium, print the stroke-to-photo times."""
+    from asap.demo.browser import measure as paint_and_time, summary
+    from asap.demo.server import running
+    from asap.errors import AsapError
+
+    if engine.mode != "paint":
+        raise AsapError("measure=N times painting: it needs a label-to-image checkpoint")
+    host, port = sock.getsockname()[:2]
+    sock.close()
+    with running(app, host, port) as url:
+        print(f"measuring {strokes} strokes on {engine.width}x{engine.height} in headless Chromium at {url}", flush=True)
+        times = paint_and_time(url, strokes)
+    print(summary(times))
     return 0
 
 
