@@ -90,3 +90,35 @@ def test_paint_in_chromium_gives_translate_photo_and_bad_upload_message(browser,
         stroke(page, [(0.2, 0.2), (0.4, 0.25)])
         wait_for_photo(page, 60_000)
         page.close()
+
+
+def test_sample_page_previews_with_the_sub_generator_and_finishes_full(browser, tmp_path):
+    """Sample mode in Chromium: moving the truncation slider asks for sub-generator previews, releasing it for the
+    full image; the shown image is generate()'s for the seed."""
+    from asap.demo.sample import SampleEngine
+    from asap.inference.generate import generate
+    from tests.test_demo import TINY_SG, WithSubGenerator
+
+    torch.manual_seed(0)
+    G = WithSubGenerator(**TINY_SG).eval()
+    engine = SampleEngine(G, "cpu", note=lambda m: None)
+    with running(create_app(engine)) as url:
+        page = browser.new_page(accept_downloads=True)
+        page.goto(url)
+        wait_for_photo(page, 60_000)
+        assert G.used == []
+        page.fill("#seed", "3")
+        page.dispatch_event("#seed", "change")
+        wait_for_photo(page, 60_000)
+        expected = generate(G, [3], 0.7, "const", "cpu")[0][0].permute(1, 2, 0).numpy()
+        assert np.array_equal(read(download(page, "#sample-download", tmp_path / "seed3.png")), expected)
+        slider = page.locator("#psi").bounding_box()
+        page.mouse.move(slider["x"] + slider["width"] * 0.47, slider["y"] + slider["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(slider["x"] + slider["width"] * 0.9, slider["y"] + slider["height"] / 2, steps=5)
+        wait_for_photo(page, 60_000)
+        assert 0.5 in G.used and "preview (0.5×)" in page.inner_text("#sample-timing")
+        page.mouse.up()
+        wait_for_photo(page, 60_000)
+        assert page.inner_text("#sample-caption") == "image" and "full " in page.inner_text("#sample-timing")
+        page.close()
