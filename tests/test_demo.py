@@ -384,7 +384,30 @@ def test_sample_mode_matches_generate_and_edits(tmp_path):
         assert sample(seed=0)[0] == 200
 
 
-def test_sample_mode_without_sub_generator_renders_previews_at_full_size():
+def test_spade_checkpoint_paints_like_translate(tmp_path):
+    """A SPADE generator (facades-like: 13 classes, no instances) in paint mode: no instance map is sent, the canvas
+    has the model's size and the photo equals translate's on the downloaded label file."""
+    from asap.models.spade import SPADEGenerator
+
+    torch.manual_seed(0)
+    model = SPADEGenerator(label_nc=13, instance_edge=False, ngf=2, crop_size=64, aspect_ratio=2.0).eval()
+    engine = make_engine(model, torch.device("cpu"), {"labels": "facades"})
+    assert (engine.height, engine.width) == (32, 64) and not engine.info()["uses_instance"]
+    assert engine.names[3] == "window" and engine.info()["brush_class"] == 3
+    label = np.full((32, 64), 2, np.uint16)
+    label[4:12, 8:20] = 3
+    with running(create_app(engine)) as url:
+        status, _, photo = call(url + "api/paint", label.astype("<u2").tobytes())
+        assert status == 200
+        status, _, body = call(url + "api/paint", body_of(label))   # two maps for a model without instances
+        assert status == 400 and "expected 1 uint16 map(s) of 64x32" in error_of(body)
+        (tmp_path / "facade.png").write_bytes(call(url + "api/label-file", label.astype("<u2").tobytes())[2])
+    items = prepare([tmp_path / "facade.png"], model, labels="facades", warn=lambda m: None)
+    translate(model, items, tmp_path / "out", torch.device("cpu"))
+    assert np.array_equal(png_array((tmp_path / "out" / "facade.png").read_bytes()), png_array(photo))
+
+
+def test_sample_mode_without_sub_generator_renders_previews_at_full_size(tmp_path):
     torch.manual_seed(0)
     G = StyleGAN2Generator(**TINY_SG).eval()
     engine = SampleEngine(G, "cpu")
@@ -393,14 +416,10 @@ def test_sample_mode_without_sub_generator_renders_previews_at_full_size():
     assert engine.render(engine.parse({"seed": 1, "preview": True, "ratio": 0.3}))[0] == full
     with pytest.raises(AsapError, match="neither a label-to-image generator"):
         make_engine(torch.nn.Linear(2, 2), torch.device("cpu"), {}, source="x.pt")
+    from asap.demo.sample import load_directions
+    save_torch({"00_A": torch.zeros(3)}, tmp_path / "dirs.pt")
     with pytest.raises(AsapError, match="direction '00_A' is \\(3,\\), expected a tensor of 32 values"):
-        from asap.demo.sample import load_directions
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"asap-demo-dirs-{os.getpid()}.pt"
-        save_torch({"00_A": torch.zeros(3)}, path)
-        try:
-            load_directions(path, 32)
-        finally:
-            path.unlink()
+        load_directions(tmp_path / "dirs.pt", 32)
 
 
 # ------------------------------------------------------------------------------------------------------- the tool

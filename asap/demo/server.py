@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 from asap.errors import AsapError
@@ -67,7 +68,6 @@ def running(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        import time
         deadline = time.monotonic() + 30
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
