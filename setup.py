@@ -21,9 +21,12 @@ setup(
         "pillow>=9.0",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "starlette>=0.37",   # tools/demo.py: the web app
+        "uvicorn>=0.29",     # tools/demo.py: the server
     ],
+    package_data={"asap.demo": ["static/*"]},
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "playwright>=1.40"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )

@@ -141,6 +141,13 @@ RULES: dict[str, list[tuple[str, tuple[Check, str]]]] = {
     ],
     "evaluate": [("max_images", optional(int_at_least(1))), ("split", one_of("val", "train"))],
     "translate": [("resize", one_of("model", "native"))],
+    "demo": [
+        ("port", ((lambda v: _is_int(v) and 0 <= v <= 65535), "an integer in 0..65535")),
+        ("labels", one_of("auto", "ids", "cityscapes", "ade20k", "facades")), ("size", SIZE),
+        ("edit_layers", int_at_least(1)), ("edit_scale", number_above(0)), ("max_upload_bytes", int_at_least(1)),
+        ("preview_ratio", ((lambda v: _is_number(v) and 0 < v <= 1), "a number in (0, 1]")),
+        ("log_level", one_of("critical", "error", "warning", "info", "debug")), ("measure", int_at_least(0)),
+    ],
 }
 
 

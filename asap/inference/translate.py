@@ -213,6 +213,18 @@ def _pad_to_multiple(t: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, 
     return t, (h, w)
 
 
+def run_generator(model: nn.Module, spec: SemanticSpec, label: torch.Tensor, inst: torch.Tensor | None,
+                  multiple: int) -> torch.Tensor:
+    """Id maps [B,1,H,W] (+ instance ids) on the model's device -> images [B,3,H,W] in [-1, 1]: the input is padded
+    (edge replicate) to a multiple of the downsampling and the output cropped back; shared by translate and the demo."""
+    h, w = label.shape[-2:]
+    label, _ = _pad_to_multiple(label, multiple)
+    if inst is not None:
+        inst, _ = _pad_to_multiple(inst, multiple)
+    x = semantic_input(label, inst, spec, check=False)
+    return model(x)[..., :h, :w]
+
+
 @torch.inference_mode()
 def translate(model: nn.Module, items: Sequence[LabelInput], out_dir: str | Path, device: torch.device,
               batch_size: int = 4) -> tuple[list[Path], float]:
@@ -248,14 +260,11 @@ def _translate_group(model: nn.Module, spec: SemanticSpec, group: Sequence[Label
         inst = None
         if spec.uses_instance:
             inst = torch.from_numpy(np.stack([c.instance for c in chunk])).unsqueeze(1).to(device)
-        label, (h, w) = _pad_to_multiple(label, multiple)
-        if inst is not None:
-            inst, _ = _pad_to_multiple(inst, multiple)
-        x = semantic_input(label, inst, spec, check=False)
         try:
-            images = model(x)[..., :h, :w]
+            images = run_generator(model, spec, label, inst, multiple)
         except (RuntimeError, ValueError) as e:  # e.g. an input too small for the network's downsampling
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            h, w = label.shape[-2:]
             raise AsapError(f"{chunk[0].path}: the generator cannot run on this {w}x{h} input: {first}") from e
         if device.type == "cuda":
             torch.cuda.synchronize(device)
