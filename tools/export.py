@@ -18,15 +18,20 @@ ONNX, when installed: pip install -e ".[export]"; torch.jit for TorchScript) and
 abs difference is printed and must be below tolerance=1e-4, else the file is removed and the exit code is 2.
 The ONNX graph takes the preprocessed input 'semantics' [B, C, H, W] (one-hot labels + instance edges) and
 returns 'image' [B, 3, H, W] in [-1, 1]; its batch dimension is dynamic, H and W are fixed.
+MobileStyleGAN checkpoints (ours or the official distiller .ckpt) export the student synthesis network: input 'w'
+[B, w_dim] -> 'image', style_inv demodulation folded into the weights, const noise baked in, aux heads left out;
+checked against the unfolded PyTorch generator.
 """
 
 
 def run(cfg, positional):
     from omegaconf import OmegaConf
 
+    import torch
+
     import asap.pretrained
     from asap.errors import AsapError
-    from asap.inference.export import example_input, export, max_difference
+    from asap.inference.export import export, max_difference, prepare
 
     if positional:
         raise AsapError(f"unexpected argument {positional[0]!r} (use checkpoint=PATH)")
@@ -38,11 +43,15 @@ def run(cfg, positional):
             size = [int(v) for v in str(cfg.size).lower().split("x")]
         except ValueError:
             raise AsapError(f"size={cfg.size} must look like 256x512") from None
-    x = example_input(model, size, int(cfg.batch))
+    traced, x, input_name = prepare(model, size, int(cfg.batch))
+    reference = None
+    if input_name == "w":  # compare against the unfolded generator itself, not only the folded copy
+        with torch.no_grad():
+            reference = model.synthesis(x, noise_mode="const")
     suffix = ".onnx" if cfg.format == "onnx" else ".ts.pt"
     out = Path(cfg.out) if cfg.out else Path(str(cfg.checkpoint)).with_suffix(suffix)
-    export(model, x, out, cfg.format, int(cfg.opset))
-    diff = max_difference(model, out, x, cfg.format)
+    export(traced, x, out, cfg.format, int(cfg.opset), input_name)
+    diff = max_difference(traced, out, x, cfg.format, input_name, reference)
     if diff is None:
         print(f"wrote {out} (onnxruntime not installed: parity not checked; pip install -e '.[export]')")
         return 0

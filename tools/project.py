@@ -21,8 +21,9 @@ Inputs are read as RGB, resized (LANCZOS) so the shorter side equals the generat
 scaled to [-1, 1]. Images larger than 256 px are average-pooled to 256 px for LPIPS.
 
 Keys (conf/project.yaml):
-  checkpoint=PATH     our checkpoint (g_ema by default) or an official rosinality stylegan2-pytorch .pt
-  family=NAME         official format: stylegan2 (default: detected); +official.K=V load options (e.g. which=g)
+  checkpoint=PATH     our checkpoint (g_ema by default), an official rosinality stylegan2-pytorch .pt or an
+                      official MobileStyleGAN distiller .ckpt (W+ then has its 3n+2 slots)
+  family=NAME         official format: stylegan2 | mobilestylegan (default: detected); +official.K=V load options (e.g. which=g)
   steps=N             optimisation steps (default 1000)
   space=w|w+          w: one w broadcast to every layer (default); w+: one w per layer
   lr=X                peak Adam learning rate (default 0.1; rampup 5%, cosine rampdown over the last 25%)
