@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.errors import AsapError
-from asap.nn.wavelets import idwt
+from asap.nn.wavelets import idwt_by_adds as idwt
 
 
 class FoldedMobileSynthesis(nn.Module):

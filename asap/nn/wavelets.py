@@ -46,6 +46,19 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(grouped, kernel, stride=2, groups=c)
 
 
+def idwt_by_adds(y: torch.Tensor) -> torch.Tensor:
+    """``idwt`` as reshapes and sums (same values): export graphs use it, the filter-bank form needs static shapes."""
+    b, c4, h, w = y.shape
+    c = c4 // 4
+    low = y[:, :c]
+    high = y[:, c:].reshape(b, c, 3, h, w)
+    lp, lm = low + high[:, :, 0], low - high[:, :, 0]                  # L +- H0
+    hp, hm = high[:, :, 1] + high[:, :, 2], high[:, :, 1] - high[:, :, 2]  # H1 +- H2
+    top = torch.stack([lp + hp, lp - hp], -1)
+    bottom = torch.stack([lm + hm, lm - hm], -1)
+    return (torch.stack([top, bottom], 3) * 0.5).reshape(b, c, 2 * h, 2 * w)
+
+
 # sub-pixel pattern (rows: top, bottom; columns: left, right) of each band in the inverse transform, times 1/2
 _SYNTHESIS = 0.5 * torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [-1.0, -1.0]],
                                  [[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]).reshape(4, 1, 2, 2)
