@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asap.nn.wavelets import dwt, idwt
+from asap.nn.wavelets import dwt, idwt, idwt_by_adds
 
 
 def test_band_layout_on_one_block():
@@ -40,6 +40,7 @@ def test_round_trips_and_energy():
     y = torch.randn(2, 12, 4, 3, generator=g, dtype=torch.float64)
     torch.testing.assert_close(dwt(idwt(y)), y, rtol=0, atol=1e-12)
     torch.testing.assert_close(dwt(x).pow(2).sum(), x.pow(2).sum())  # orthonormal
+    torch.testing.assert_close(idwt_by_adds(y), idwt(y), rtol=0, atol=1e-12)
     assert dwt(x).shape == (2, 20, 4, 3) and idwt(y).shape == (2, 3, 8, 6)
 
 

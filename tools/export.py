@@ -18,15 +18,24 @@ ONNX, when installed: pip install -e ".[export]"; torch.jit for TorchScript) and
 abs difference is printed and must be below tolerance=1e-4, else nothing is written and the exit code is 2.
 The ONNX graph takes the preprocessed input 'semantics' [B, C, H, W] (one-hot labels + instance edges) and
 returns 'image' [B, 3, H, W] in [-1, 1]; its batch dimension is dynamic, H and W are fixed.
+FastGAN generators (our checkpoints or official all_N.pth / N.pth files) export in eval mode with inputs 'z'
+[B, nz] and 'noise_0' ... 'noise_k' [B, 1, r, r] (the noise maps in forward order; zeros for none) -> 'image'.
+MobileStyleGAN exports the student's synthesis network with style_inv folded into the weights and the const noise
+baked in: input 'w' [B, w_dim] -> 'image' (aux heads skipped), compared with the unfolded generator.
 """
+
+
+def run(cfg, positional):
 
 
 def run(cfg, positional):
     from omegaconf import OmegaConf
 
+    import torch
+
     import asap.pretrained
     from asap.errors import AsapError
-    from asap.inference.export import example_input, export
+    from asap.inference.export import export_checked, prepare
     from asap.utils.io import check_outputs
 
     if positional:
@@ -39,11 +48,16 @@ def run(cfg, positional):
             size = [int(v) for v in str(cfg.size).lower().split("x")]
         except ValueError:
             raise AsapError(f"size={cfg.size} must look like 256x512") from None
-    x = example_input(model, size, int(cfg.batch))
     suffix = ".onnx" if cfg.format == "onnx" else ".ts.pt"
     out = Path(cfg.out) if cfg.out else Path(str(cfg.checkpoint)).with_suffix(suffix)
     check_outputs([out])  # before tracing: never replace a folder, device node or pipe
-    out, diff = export(model, x, out, cfg.format, int(cfg.opset), tolerance=float(cfg.tolerance))
+    traced, x, names = prepare(model, size, int(cfg.batch))
+    reference = None
+    if names == "w":  # compare against the unfolded generator itself, not only the folded copy
+        with torch.no_grad():
+            reference = model.synthesis(x, noise_mode="const")
+    out, diff = export_checked(traced, x, out, cfg.format, int(cfg.opset), names, tolerance=float(cfg.tolerance),
+                               reference=reference)
     if diff is None:
         print(f"wrote {out} (onnxruntime not installed: parity not checked; pip install -e '.[export]')")
         return 0

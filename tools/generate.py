@@ -18,14 +18,16 @@ on its seed (not on batch_size or the device).
 
 Keys (conf/generate.yaml):
   checkpoint=PATH     our checkpoint (from tools/train.py; the EMA generator g_ema by default) or an official
-                      rosinality stylegan2-pytorch .pt (training checkpoint or convert_weight.py output)
-  family=NAME         official format: stylegan2 (default: detected from the file's keys)
+                      rosinality stylegan2-pytorch .pt (training checkpoint or convert_weight.py output), or an
+                      official MobileStyleGAN distiller .ckpt (its student; +official.part=teacher for the teacher)
+  family=NAME         official format: stylegan2 | mobilestylegan (default: detected from the file's keys)
   +official.K=V       load options, e.g. +official.which=g for the non-EMA generator
   seeds=SPEC          a list [0,1,2], one number, or a range string 0-7 (both ends included); '0-3,10' (quoted)
                       mixes both (default [0..7])
   truncation_psi=X    w -> w_avg + X * (w - w_avg) (default 1: none); w_avg comes from the file or, when the file
                       does not carry it, is computed from 4096 seeded samples (a note is printed)
-  noise_mode=MODE     const (default: the stored noise maps) | random (noise maps drawn per seed) | none
+  noise_mode=MODE     const (default: the stored noise maps; MobileStyleGAN: fixed seeded maps) | random (noise
+                      maps drawn per seed) | none
   batch_size=N        images per forward pass (default 8); device=auto|cpu|cuda|cuda:N (auto uses CUDA if present)
   grid=BOOL           also write grid.png, all images in an about-square grid (default true)
   out=DIR             output folder (default outputs/generate); files are written to a temp name, then renamed

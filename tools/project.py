@@ -21,8 +21,10 @@ Inputs are read as RGB, resized (LANCZOS) so the shorter side equals the generat
 scaled to [-1, 1]. Images larger than 256 px are average-pooled to 256 px for LPIPS.
 
 Keys (conf/project.yaml):
-  checkpoint=PATH     our checkpoint (g_ema by default) or an official rosinality stylegan2-pytorch .pt
-  family=NAME         official format: stylegan2 | anycost (default: detected); +official.K=V load options
+  checkpoint=PATH     our checkpoint (g_ema by default), an official rosinality stylegan2-pytorch .pt, an official
+                      Anycost file or an official MobileStyleGAN distiller .ckpt (W+ then has its 3n+2 slots)
+  family=NAME         official format: stylegan2 | anycost | mobilestylegan (default: detected); +official.K=V load
+                      options (e.g. which=g)
   family=anycost      Anycost's procedure: w+ only with the stored noise, LPIPS + anycost.mse * MSE (1.0),
                       anycost.steps=100, anycost.optimizer=lbfgs|adam, anycost.lr (1 | 0.001),
                       anycost.consistency=true: every step through a random sub-generator (consistency-aware)

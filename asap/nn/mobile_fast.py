@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from asap.nn.mobile import MobileStyledConv
 
+# blocks whose input has fewer values run on one thread (up to 32 px at 512 channels)
+SINGLE_THREAD_NUMEL = 1 << 18
+
 # 12 wavelet channels (L_rgb, then H0,H1,H2 per colour) -> 3 colours x 2x2 sub-pixels, as one matrix [12, 12]
 _SIGNS = {(0, 0): (1, 1, 1, 1), (0, 1): (1, 1, -1, -1), (1, 0): (1, -1, 1, -1), (1, 1): (1, -1, -1, 1)}
 
@@ -151,27 +154,38 @@ class FastMobileSynthesis:
     def __call__(self, ws: torch.Tensor, noise: Sequence[torch.Tensor | None], mode: str) -> torch.Tensor:
         self.refresh()
         net = self.net
-        images = []
+        threads = torch.get_num_threads()
+        images = None
         for b in range(ws.shape[0]):
             style = ws[b]
             c = net.conv1.conv
             w0, b0 = self.conv1
             s = c.modulation(style[0][None])[0] * c.scale
-            x = F.conv2d(net.input.input * s[None, :, None, None], w0, b0, padding=c.padding)
+            torch.set_num_threads(1)  # 4x4
+            try:
+                x = F.conv2d(net.input.input * s[None, :, None, None], w0, b0, padding=c.padding)
+            finally:
+                torch.set_num_threads(threads)
             hwc = x[0].permute(1, 2, 0).contiguous()
             self._noise(hwc, net.conv1.noise, noise[0], b, mode)
             F.leaky_relu_(hwc, 0.2)
             for i, _ in enumerate(net.layers):
                 j = 3 * i + 1
-                x = self._upsample(hwc, style[j], i)
-                hwc = self._styled(x, style[j], 2 * i, "a", noise[2 * i + 1], b, mode)
-                x = hwc.view(1, *hwc.shape).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
-                hwc = self._styled(x, style[j + 1], 2 * i + 1, "b", noise[2 * i + 2], b, mode)
+                # small maps: one thread (fork/join and barrier waits would cost more than the work)
+                torch.set_num_threads(1 if hwc.numel() < SINGLE_THREAD_NUMEL else threads)
+                try:
+                    x = self._upsample(hwc, style[j], i)
+                    hwc = self._styled(x, style[j], 2 * i, "a", noise[2 * i + 1], b, mode)
+                    x = hwc.view(1, *hwc.shape).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+                    hwc = self._styled(x, style[j + 1], 2 * i + 1, "b", noise[2 * i + 2], b, mode)
+                finally:
+                    torch.set_num_threads(threads)
             head = net.layers[-1].to_img if len(net.layers) else net.to_img1
             s = head.conv.modulation(style[3 * len(net.layers) if len(net.layers) else 1][None])[0] * head.conv.scale
             w_mix = (self.head_w * s[None, :]).t() @ self.head_mix            # [C, 12]: conv then inverse Haar
             h, w, _ = hwc.shape
             sub = torch.addmm(self.head_bias, hwc.reshape(h * w, -1), w_mix)  # [HW, 12] = (colour, a, b)
-            img = sub.view(h, w, 3, 2, 2).permute(2, 0, 3, 1, 4).reshape(3, 2 * h, 2 * w)
-            images.append(img)
-        return torch.stack(images)
+            if images is None:
+                images = sub.new_empty(ws.shape[0], 3, 2 * h, 2 * w)
+            images[b].view(3, h, 2, w, 2).copy_(sub.view(h, w, 3, 2, 2).permute(2, 0, 3, 1, 4))
+        return images

@@ -8,6 +8,7 @@ holds high band ``b`` (0: top minus bottom, 1: left minus right, 2: diagonal) of
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _check(x: torch.Tensor, what: str) -> None:
@@ -31,18 +32,33 @@ def dwt(x: torch.Tensor) -> torch.Tensor:
 
 
 def idwt(y: torch.Tensor) -> torch.Tensor:
-    """[B, 4C, H, W] in ``dwt``'s layout -> [B, C, 2H, 2W] (the exact inverse of ``dwt``)."""
+    """[B, 4C, H, W] in ``dwt``'s layout -> [B, C, 2H, 2W] (the exact inverse of ``dwt``).
+
+    Computed as what it is, a synthesis filter bank: one stride-2 transposed conv with the four 2x2 Haar kernels
+    per channel (so MAC counters see its 4 multiply-adds per output value)."""
     _check(y, "idwt")
     b, c4, h, w = y.shape
     if c4 % 4:
         raise ValueError(f"idwt needs a channel count divisible by 4, got {c4}")
     c = c4 // 4
+    grouped = torch.cat([y[:, :c, None], y[:, c:].reshape(b, c, 3, h, w)], 2).reshape(b, c4, h, w)
+    kernel = _SYNTHESIS.to(y.device, y.dtype).repeat(c, 1, 1, 1)        # [4C, 1, 2, 2]: (L, H0, H1, H2) per channel
+    return F.conv_transpose2d(grouped, kernel, stride=2, groups=c)
+
+
+def idwt_by_adds(y: torch.Tensor) -> torch.Tensor:
+    """``idwt`` as reshapes and sums (same values): export graphs use it, the filter-bank form needs static shapes."""
+    b, c4, h, w = y.shape
+    c = c4 // 4
     low = y[:, :c]
     high = y[:, c:].reshape(b, c, 3, h, w)
-    h0, h1, h2 = high[:, :, 0], high[:, :, 1], high[:, :, 2]
-    lp, lm = low + h0, low - h0        # L +- H0
-    hp, hm = h1 + h2, h1 - h2          # H1 +- H2
-    top = torch.stack([lp + hp, lp - hp], -1)        # a, b
-    bottom = torch.stack([lm + hm, lm - hm], -1)     # c, d
-    out = torch.stack([top, bottom], 3) * 0.5        # [B, C, H, 2, W, 2]
-    return out.reshape(b, c, 2 * h, 2 * w)
+    lp, lm = low + high[:, :, 0], low - high[:, :, 0]                  # L +- H0
+    hp, hm = high[:, :, 1] + high[:, :, 2], high[:, :, 1] - high[:, :, 2]  # H1 +- H2
+    top = torch.stack([lp + hp, lp - hp], -1)
+    bottom = torch.stack([lm + hm, lm - hm], -1)
+    return (torch.stack([top, bottom], 3) * 0.5).reshape(b, c, 2 * h, 2 * w)
+
+
+# sub-pixel pattern (rows: top, bottom; columns: left, right) of each band in the inverse transform, times 1/2
+_SYNTHESIS = 0.5 * torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [-1.0, -1.0]],
+                                 [[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]).reshape(4, 1, 2, 2)
