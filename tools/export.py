@@ -18,6 +18,8 @@ ONNX, when installed: pip install -e ".[export]"; torch.jit for TorchScript) and
 abs difference is printed and must be below tolerance=1e-4, else the file is removed and the exit code is 2.
 The ONNX graph takes the preprocessed input 'semantics' [B, C, H, W] (one-hot labels + instance edges) and
 returns 'image' [B, 3, H, W] in [-1, 1]; its batch dimension is dynamic, H and W are fixed.
+FastGAN generators (our checkpoints or official all_N.pth / N.pth files) export in eval mode with inputs 'z'
+[B, nz] and 'noise_0' ... 'noise_k' [B, 1, r, r] (the noise maps in forward order; zeros for none) -> 'image'.
 """
 
 
@@ -38,11 +40,20 @@ def run(cfg, positional):
             size = [int(v) for v in str(cfg.size).lower().split("x")]
         except ValueError:
             raise AsapError(f"size={cfg.size} must look like 256x512") from None
-    x = example_input(model, size, int(cfg.batch))
+    from asap.models.fastgan import FastGANGenerator
+    names = None
+    if isinstance(model, FastGANGenerator):  # inputs z [B, nz] and the noise maps noise_i [B, 1, r, r]
+        from asap.inference.fastgan import FastGANExport, export_inputs
+        if size is not None:
+            raise AsapError("size= does not apply to FastGAN (its image size is fixed by the checkpoint)")
+        model = FastGANExport(model)
+        x, names = export_inputs(model.G, int(cfg.batch))
+    else:
+        x = example_input(model, size, int(cfg.batch))
     suffix = ".onnx" if cfg.format == "onnx" else ".ts.pt"
     out = Path(cfg.out) if cfg.out else Path(str(cfg.checkpoint)).with_suffix(suffix)
-    export(model, x, out, cfg.format, int(cfg.opset))
-    diff = max_difference(model, out, x, cfg.format)
+    export(model, x, out, cfg.format, int(cfg.opset), input_names=names)
+    diff = max_difference(model, out, x, cfg.format, input_names=names)
     if diff is None:
         print(f"wrote {out} (onnxruntime not installed: parity not checked; pip install -e '.[export]')")
         return 0

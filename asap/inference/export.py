@@ -29,18 +29,27 @@ def example_input(model: nn.Module, size: Sequence[int] | None, batch: int = 1, 
     return semantic_input(label, inst, spec)
 
 
-def export(model: nn.Module, x: torch.Tensor, out: str | Path, fmt: str = "onnx", opset: int = 17) -> Path:
-    """Write the traced model to ``out`` atomically (ONNX through the TorchScript-based exporter)."""
+def _as_inputs(x: torch.Tensor | tuple[torch.Tensor, ...], input_names: list[str] | None):
+    inputs = x if isinstance(x, tuple) else (x,)
+    return inputs, (input_names or ["semantics"])
+
+
+def export(model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], out: str | Path, fmt: str = "onnx",
+           opset: int = 17, input_names: list[str] | None = None) -> Path:
+    """Write the traced model to ``out`` atomically (ONNX through the TorchScript-based exporter). ``x`` is the
+    input or a tuple of inputs named ``input_names`` (default: one input 'semantics'); batch dims are dynamic."""
     model = model.eval()
     out = Path(out)
+    inputs, names = _as_inputs(x, input_names)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["semantics"],
-                              output_names=["image"], dynamic_axes={"semantics": {0: "batch"}, "image": {0: "batch"}})
+            axes = {n: {0: "batch"} for n in [*names, "image"]}
+            torch.onnx.export(model, inputs, str(tmp), dynamo=False, opset_version=opset, input_names=names,
+                              output_names=["image"], dynamic_axes=axes)
         elif fmt == "torchscript":
             with torch.no_grad():
-                traced = torch.jit.trace(model, (x,), check_trace=False)
+                traced = torch.jit.trace(model, inputs, check_trace=False)
             traced.save(str(tmp))
         else:
             raise AsapError(f"format={fmt!r} must be onnx or torchscript")
@@ -48,16 +57,18 @@ def export(model: nn.Module, x: torch.Tensor, out: str | Path, fmt: str = "onnx"
 
 
 @torch.no_grad()
-def max_difference(model: nn.Module, path: str | Path, x: torch.Tensor, fmt: str) -> float | None:
+def max_difference(model: nn.Module, path: str | Path, x: torch.Tensor | tuple[torch.Tensor, ...], fmt: str,
+                   input_names: list[str] | None = None) -> float | None:
     """Max abs difference between the exported file's output and PyTorch's; None when no runtime is installed."""
-    ref = model.eval()(x).float()
+    inputs, names = _as_inputs(x, input_names)
+    ref = model.eval()(*inputs).float()
     if fmt == "onnx":
         try:
             import onnxruntime as ort
         except ImportError:
             return None
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(sess.run(None, {"semantics": x.numpy()})[0])
+        got = torch.from_numpy(sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
     else:
-        got = torch.jit.load(str(path))(x)
+        got = torch.jit.load(str(path))(*inputs)
     return float((got.float() - ref).abs().max())
