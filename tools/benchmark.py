@@ -22,6 +22,9 @@ MACs (counted with torch.utils.flop_counter.FlopCounterMode; 1 MAC = 2 FLOPs; "G
 median and spread of N timed runs under torch.inference_mode; CUDA timed with events after synchronisation),
 images/s at the batch size, and peak memory of one forward pass (CUDA allocator peak, or CPU resident-set growth).
 compare=[a,b] interleaves the models run by run, so machine drift hits all alike, and prints speed ratios.
+train_step=true times one training step (Trainer.train_step: every phase, updates and EMA) of the families whose
+conf/bench file has a train_step section (random images at the resolution, batch from its overrides), instead of
+the generator; with several variants= (lists of extra overrides) they run interleaved and are compared.
 """
 
 
@@ -91,6 +94,68 @@ def architecture_and_executed_macs(g, fn) -> tuple[int, int]:
         g.fast_inference = True
 
 
+def train_step_rows(cfg, configs, resolutions, device):
+    """Seconds per training step of each family (and variant), interleaved run by run."""
+    import statistics
+
+    import torch
+
+    from asap.cli import compose
+    from asap.errors import AsapError
+    from asap.metrics.profile import time_once
+    from asap.training.run import build_task
+    from asap.training.trainer import Trainer
+
+    rows = []
+    variants = [list(v) for v in (cfg.get("variants") or [[]])]
+    for h, w in resolutions:
+        built = {}
+        for n, c in configs.items():
+            if c.get("train_step") is None:
+                print(f"{n}: no train_step section in conf/bench/{n}.yaml, skipped")
+                continue
+            for i, extra in enumerate(variants):
+                overrides = [*c.train_step.overrides, f"data.image_size={w}", *map(str, extra)]
+                tcfg = compose("train", overrides)
+                torch.manual_seed(int(cfg.seed))
+                task = build_task(tcfg).to(device)
+                batch_size = int(tcfg.data.batch_size)
+                images = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+                trainer = Trainer(task, None, None, "unused", max_steps=10 ** 9, batch_size=batch_size,
+                                  progress=False, precision=tcfg.trainer.get("precision", 32))
+                task.train(True)
+                batch = {"image": images.to(device)}
+                key = n if len(variants) == 1 else f"{n}[{i}]"
+                built[key] = (trainer, batch, c, extra, batch_size)
+        if not built:
+            raise AsapError("train_step=true: no requested family has a train_step section")
+        times = {k: [] for k in built}
+        for k, (trainer, batch, *_rest) in built.items():
+            for s in range(int(cfg.warmup)):
+                trainer.step = s
+                trainer.train_step(batch)
+        for r in range(int(cfg.runs)):
+            for k, (trainer, batch, *_rest) in built.items():
+                trainer.step = int(cfg.warmup) + r
+                times[k].append(time_once(lambda: trainer.train_step(batch), device))
+        for k, (trainer, batch, c, extra, batch_size) in built.items():
+            med = statistics.median(times[k])
+            row = {"model": k, "res": f"{h}x{w}", "batch": batch_size, "device": str(device),
+                   "threads": torch.get_num_threads(), "overrides": [str(e) for e in extra],
+                   "step_s_median": med, "step_s_min": min(times[k]), "step_s_max": max(times[k])}
+            ref = c.train_step.get("reference_s")
+            if ref is not None and int(c.train_step.get("reference_res", w)) == w:
+                row["reference_s"] = float(ref)
+                row["ratio_to_reference"] = med / float(ref)
+            rows.append(row)
+    print(f"{'model':<14}{'res':>10}{'batch':>6}  {'s/step median':>14}{'min':>8}{'max':>8}  overrides")
+    for r in rows:
+        ref = f"  ({r['ratio_to_reference']:.2f}x the official {r['reference_s']:g} s)" if "reference_s" in r else ""
+        print(f"{r['model']:<14}{r['res']:>10}{r['batch']:>6}  {r['step_s_median']:14.2f}{r['step_s_min']:8.2f}"
+              f"{r['step_s_max']:8.2f}  {' '.join(r['overrides']) or '-'}{ref}")
+    return rows
+
+
 def run(cfg, positional):
     import torch
 
@@ -114,6 +179,14 @@ def run(cfg, positional):
     configs = bench_configs(names)
     resolutions = [parse_res(r) for r in (cfg.res if not isinstance(cfg.res, str) else [cfg.res])]
     batch = int(cfg.batch)
+    if cfg.get("train_step", False):
+        print(f"device={device} threads={torch.get_num_threads()} warmup={cfg.warmup} runs={cfg.runs} (training steps)")
+        rows = train_step_rows(cfg, configs, resolutions, device)
+        if cfg.out:
+            with atomic_path(Path(str(cfg.out))) as tmp:
+                tmp.write_text(json.dumps(rows, indent=1))
+            print(f"wrote {cfg.out}")
+        return 0
     print(f"device={device} threads={torch.get_num_threads()} batch={batch} dtype={cfg.dtype} "
           f"warmup={cfg.warmup} runs={cfg.runs} (MACs: 1 MAC = 2 FLOPs, FlopCounterMode)")
     rows = []

@@ -32,6 +32,10 @@ Keys (conf/generate.yaml):
   grid=BOOL           also write grid.png, all images in an about-square grid (default true)
   out=DIR             output folder (default outputs/generate); files are written to a temp name, then renamed
 
+FastGAN (our checkpoints, official all_N.pth / N.pth): a seed gives z and then the noise maps; mode=eval (default:
+BatchNorm running statistics, stored spectral-norm vectors; an image depends only on its seed) or mode=train (batch
+statistics and one power iteration per call, as the official eval.py; images depend on the batch they share).
+
 Any error (missing or corrupt checkpoint, a checkpoint that is not a StyleGAN-type generator, a bad seeds string,
 truncation_psi not a number) prints one line and exits with code 2 before any file is written.
 """
@@ -58,9 +62,17 @@ def run(cfg, positional):
     check_outputs(output_names(seeds, cfg.out, bool(cfg.grid)))  # before any work: out= must be writable
     device = resolve_device(cfg.device)
     official = OmegaConf.to_container(cfg.official, resolve=True) or {}
-    G = check_stylegan(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint)
-    images, ips = generate(G, seeds, psi, cfg.noise_mode, device, batch_size,
-                           note=lambda m: print(m, file=sys.stderr))
+    G = asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official)
+    from asap.models.fastgan import FastGANGenerator
+    if isinstance(G, FastGANGenerator):  # z and noise maps per seed; eval (default) or train-mode sampling
+        from asap.inference.fastgan import generate_fastgan
+        if psi != 1:
+            raise AsapError("truncation_psi does not apply to FastGAN (it has no mapping network)")
+        images, ips = generate_fastgan(G, seeds, str(cfg.get("mode", "eval")), device, batch_size)
+    else:
+        G = check_stylegan(G, cfg.checkpoint)
+        images, ips = generate(G, seeds, psi, cfg.noise_mode, device, batch_size,
+                               note=lambda m: print(m, file=sys.stderr))
     written = write_images(images, seeds, cfg.out, grid=bool(cfg.grid))
     grid = " and grid.png" if cfg.grid else ""
     print(f"wrote {len(seeds)} image(s) ({G.size}x{G.size}){grid} to {cfg.out} on {device}: {ips:.2f} images/s")
