@@ -23,7 +23,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torchprofile>=0.0.4"],
+        "bench": ["torchprofile>=0.0.4"],  # the papers' MAC convention in tools/benchmark.py (optional)
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )
