@@ -225,7 +225,7 @@ def run(cfg, positional):
         for res in sorted({r["res"] for r in rows}, key=lambda s: [int(v) for v in s.split("x")]):
             by = {r["model"]: r for r in rows if r["res"] == res}
             for other in list(configs)[1:]:
-                if base not in by or other not in by:
+                if base not in by or other not in by or other.split("@")[0] == base:  # sub-generators: lines above
                     continue
                 speed = by[other]["latency_ms_median"] / by[base]["latency_ms_median"]
                 mac = (by[other]["macs"] / by[base]["macs"]) if by[base]["macs"] else float("nan")
