@@ -26,7 +26,8 @@ setup(
     ],
     package_data={"asap.demo": ["static/*"]},
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "playwright>=1.40"],
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "playwright>=1.40", "torchprofile>=0.0.4"],
+        "bench": ["torchprofile>=0.0.4"],  # the papers' MAC convention in tools/benchmark.py (optional)
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )

@@ -241,3 +241,26 @@ def test_encode_arch():
     assert v.tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0]
     with pytest.raises(ValueError, match="g_arch ratios"):
         encode_arch([0.3])
+
+
+def test_benchmark_rows_per_sub_generator_in_both_mac_conventions(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    pytest.importorskip("torchprofile", reason="torchprofile (the papers' MAC count) is not installed")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "models=[anycost]", "res=[128x128]",
+                        "runs=1", "warmup=0", "memory=false", f"out={out}"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row["model"]: row for row in json.loads(out.read_text())}
+    assert list(rows) == ["anycost", "anycost@0.75", "anycost@0.5", "anycost@0.25"]
+    # config-f widths up to 128 px: the reference's measured counts (docs §3.1, the 1024 net exiting at 128)
+    assert abs(rows["anycost"]["macs"] / 1e9 - 30.7) < 0.06
+    assert abs(rows["anycost"]["macs_torchprofile"] / 1e9 - 55.8) < 0.06
+    macs = [rows[n]["macs"] for n in rows]
+    assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0] / 7  # thinner is cheaper
+    assert all(rows[n]["macs_torchprofile"] > rows[n]["macs"] for n in rows)
+    assert "128x128: anycost@0.25 is" in r.stdout and "faster than anycost" in r.stdout

@@ -24,7 +24,8 @@ from tests.test_train_stylegan import write_images
 TINY = ["model.generator.style_dim=16", "model.generator.n_mlp=2", "model.generator.channel_multiplier=0.0625",
         "model.generator.channel_max=16", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
         "model.samples.num=4", "model.anycost.dynamic_channels.sort_samples=256",
-        "model.anycost.distill.lpips_pretrained=false", "model.anycost.distill.lpips_net=alex", "metrics.lpips_pretrained=false",
+        "model.anycost.distill.lpips_pretrained=false", "model.anycost.distill.lpips_net=alex",
+        "metrics.lpips_pretrained=false",
         "model.loss.d_reg_every=2", "model.loss.g_reg_every=2"]
 
 

@@ -43,10 +43,24 @@ def bench_configs(names):
     from asap.errors import AsapError
     available = {p.stem: p for p in sorted((CONF_DIR / "bench").glob("*.yaml"))}
     names = list(names) if names else list(available)
-    unknown = [n for n in names if n not in available]
+    unknown = [n for n in names if n.split("@")[0] not in available]
     if unknown:
         raise AsapError(f"unknown benchmark model {unknown[0]!r} (conf/bench has: {', '.join(available)})")
-    return {n: OmegaConf.load(available[n]) for n in names}
+    out = {}
+    for n in names:
+        base, _, ratio = n.partition("@")
+        cfg = OmegaConf.load(available[base])
+        subs = [float(r) for r in cfg.get("sub_generators") or []]
+        if ratio:  # one sub-generator of a family: name@ratio
+            if float(ratio) not in subs:
+                raise AsapError(f"{n}: {base} has no sub-generator {ratio} (conf/bench/{base}.yaml: {subs})")
+            out[n] = OmegaConf.merge(cfg, {"ratio": float(ratio)})
+            continue
+        out[n] = cfg  # a family with sub-generators gives one row each: base (full), base@0.75, ...
+        for r in subs:
+            if r != 1.0:
+                out[f"{n}@{r:g}"] = OmegaConf.merge(cfg, {"ratio": r})
+    return out
 
 
 def build(cfg, height: int, width: int, batch: int, device, dtype):
@@ -72,7 +86,13 @@ def build(cfg, height: int, width: int, batch: int, device, dtype):
         with torch.no_grad():
             z = torch.randn(batch, g.z_dim, generator=gen).to(device=device, dtype=dtype)
             ws = g.broadcast(g.mapping(z))
-        return g.synthesis, lambda: g.synthesis(ws, noise_mode="const")
+        if node.get("ratio") is not None:  # a sub-generator (Anycost): channel ratio, full resolution
+            g.set_sub_generator(ratio=float(node.ratio))
+
+        def fn():
+            return g.synthesis(ws, noise_mode="const")
+        fn.trace_inputs = (ws,)  # what a tracing MAC counter (torchprofile) feeds the synthesis network
+        return g.synthesis, fn
     if cfg.input == "latent":
         z = torch.randn(batch, int(node.get("z_dim", 512)), generator=gen).to(device=device, dtype=dtype)
         return g, lambda: g(z)
@@ -156,6 +176,35 @@ def train_step_rows(cfg, configs, resolutions, device):
     return rows
 
 
+def paper_macs(g, fn) -> int | None:
+    """MACs as torchprofile counts them (the Anycost/MobileStyleGAN papers' convention: a stride-2 transposed conv
+    over its output grid, element-wise ops included); None when torchprofile is absent or cannot trace."""
+    try:
+        import warnings
+
+        import torch
+        from torchprofile import profile_macs
+    except ImportError:
+        return None
+    inputs = getattr(fn, "trace_inputs", None)
+    if inputs is None:
+        return None
+
+    class _Synthesis(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, ws):
+            return self.net(ws, noise_mode="const")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(profile_macs(_Synthesis(g), inputs))
+    except Exception:  # tracing is best effort: the column shows '-'
+        return None
+
+
 def run(cfg, positional):
     import torch
 
@@ -214,6 +263,8 @@ def run(cfg, positional):
                    "macs": None, "macs_executed": None, **summarize(times[n])}
             if cfg.macs:
                 row["macs"], row["macs_executed"] = architecture_and_executed_macs(g, fn)
+                if configs[n].get("paper_macs", False):
+                    row["macs_torchprofile"] = paper_macs(g, fn)
             row["images_per_s"] = batch / (row["latency_ms_median"] / 1000.0)
             row["peak_mem_mb"] = peak_memory_mb(fn, device) if cfg.memory else None
             rows.append(row)
@@ -229,12 +280,24 @@ def run(cfg, positional):
         mem = f"{r['peak_mem_mb']:9.0f}" if r["peak_mem_mb"] is not None else f"{'-':>9}"
         print(f"{r['model']:<12}{r['res']:>11}{r['batch']:>6}{r['params'] / 1e6:11.2f}{macs}"
               f"{r['latency_ms_median']:11.1f}{r['latency_ms_iqr']:9.1f}{r['images_per_s']:9.2f}{mem}")
+    for r in rows:  # sub-generators against their full network (true MACs; torchprofile's count in brackets)
+        if "@" in r["model"]:
+            full = next((f for f in rows if f["model"] == r["model"].split("@")[0] and f["res"] == r["res"]), None)
+            if full is not None:
+                mac = full["macs"] / r["macs"] if r.get("macs") else float("nan")
+                tp = (f", torchprofile {full['macs_torchprofile'] / r['macs_torchprofile']:.2f}x"
+                      if r.get("macs_torchprofile") and full.get("macs_torchprofile") else "")
+                print(f"{r['res']}: {r['model']} is {full['latency_ms_median'] / r['latency_ms_median']:.2f}x faster "
+                      f"than {full['model']} ({mac:.2f}x fewer MACs{tp})")
+    if any(r.get("macs_torchprofile") for r in rows):
+        print("torchprofile GMACs: " + ", ".join(f"{r['model']} {r['res']} {r['macs_torchprofile'] / 1e9:.2f}"
+                                                   for r in rows if r.get("macs_torchprofile")))
     if cfg.compare and len(configs) >= 2:
         base = list(configs)[0]
         for res in sorted({r["res"] for r in rows}, key=lambda s: [int(v) for v in s.split("x")]):
             by = {r["model"]: r for r in rows if r["res"] == res}
             for other in list(configs)[1:]:
-                if base not in by or other not in by:
+                if base not in by or other not in by or other.split("@")[0] == base:  # sub-generators: lines above
                     continue
                 speed = by[other]["latency_ms_median"] / by[base]["latency_ms_median"]
                 mac = (by[other]["macs"] / by[base]["macs"]) if by[base]["macs"] else float("nan")

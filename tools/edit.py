@@ -32,6 +32,7 @@ Errors (missing files, a latent of another generator, unknown directions, bad va
 
 
 def run(cfg, positional):
+    import torch
     from omegaconf import OmegaConf
 
     import asap.pretrained
@@ -52,7 +53,7 @@ def run(cfg, positional):
     G = check_anycost(asap.pretrained.load(cfg.checkpoint, family=cfg.family, **official), cfg.checkpoint).to(device)
     rec = read_file(cfg.latent)
     ws = rec.get("ws") if isinstance(rec, dict) else None
-    if not isinstance(ws, __import__("torch").Tensor) or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+    if not isinstance(ws, torch.Tensor) or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise AsapError(f"{cfg.latent}: no ws of shape [N, {G.num_ws}, {G.w_dim}] (a tools/project.py latent of this "
                         f"generator?)")
     noise = rec.get("noise")
@@ -81,8 +82,9 @@ def run(cfg, positional):
     save_torch({"ws": result["ws"], "noise": noise, "edit": strengths, "checkpoint": str(cfg.checkpoint),
                 "latent": str(cfg.latent)}, out / f"{stem}_edited_latent.pt")
     what = ", ".join(f"{k}:{v:+g}" for k, v in strengths.items())
-    print(f"edit {what}: preview x{preview['ratio']} at {preview['resolution']} px in {result['preview_s'] * 1000:.1f} ms, "
-          f"final {G.size} px in {result['final_s'] * 1000:.1f} ms ({result['final_s'] / max(result['preview_s'], 1e-9):.1f}x)"
+    ratio = result["final_s"] / max(result["preview_s"], 1e-9)
+    print(f"edit {what}: preview x{preview['ratio']} at {preview['resolution']} px in "
+          f"{result['preview_s'] * 1000:.1f} ms, final {G.size} px in {result['final_s'] * 1000:.1f} ms ({ratio:.1f}x)"
           f" -> {out / (stem + '_edited.png')}")
     return 0
 

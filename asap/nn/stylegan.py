@@ -36,12 +36,14 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
     p0, p1 = pad
+    kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    if p0 == p1 >= 0:  # symmetric padding: the conv pads (same sums, no padded copy of the input)
+        return F.conv2d(x, weight, stride=down, padding=p0, groups=c)
     x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2], x.shape[3]
         x = x[:, :, max(-p0, 0): hh - max(-p1, 0), max(-p0, 0): ww - max(-p1, 0)]
-    kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
@@ -242,7 +244,20 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None,
                 noise_mode: str = "random", out_ch: int | None = None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style, out_ch), noise, noise_mode))
+        out = self.conv(x, style, out_ch)
+        if torch.is_grad_enabled():
+            return self.activate(self.noise(out, noise, noise_mode))
+        # inference: the same element-wise chain in place on the fresh conv output (same floats, no temporaries)
+        nz = self.noise
+        if noise is None and noise_mode != "none":
+            noise = nz.noise_const if noise_mode == "const" and nz.noise_const is not None else \
+                out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
+        if noise is not None:
+            out.add_(nz.weight * noise)
+        bias = self.activate.bias
+        if bias is not None:
+            out.add_(bias[:out.shape[1]].reshape(1, -1, 1, 1))
+        return F.leaky_relu_(out, 0.2).mul_(SQRT2)
 
 
 class ToRGB(nn.Module):
@@ -256,9 +271,14 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        if torch.is_grad_enabled():
+            out = self.conv(x, style) + self.bias
+            if skip is not None:
+                out = out + (self.upsample(skip) if self.upsample is not None else skip)
+            return out
+        out = self.conv(x, style).add_(self.bias)  # inference: in place, same floats
         if skip is not None:
-            out = out + (self.upsample(skip) if self.upsample is not None else skip)
+            out.add_(self.upsample(skip) if self.upsample is not None else skip)
         return out
 
 

@@ -14,7 +14,6 @@ resolutions, the conditioning layers) keep their fresh initialisation.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from pathlib import Path
