@@ -21,9 +21,10 @@ setup(
         "pillow>=9.0",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "pytorch-fid>=0.3",          # FID Inception-v3 and Frechet distance (asap/metrics/fid.py)
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torchmetrics>=1.0"],   # torchmetrics: KID reference
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )
