@@ -424,14 +424,18 @@ def test_stylegan2_ada_on_afhq_then_evaluate_fid_kid(tmp_path, inception_home):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     afhq = realdata_dir("afhq_stargan2")
-    r = run_tool("train.py", "model=stylegan2", "data=images", f"data.root={afhq}", *STYLEGAN_TINY,
-                 "model.augment.enabled=true", "model.augment.p=0.2", "trainer.max_steps=4", "trainer.ckpt_every=4",
-                 "trainer.image_every=2", "trainer.log_every=1", "trainer.progress=false",
-                 f"hydra.run.dir={tmp_path / 'run'}")
+    r = run_env(f"TORCH_HOME={inception_home}", "train.py", "model=stylegan2", "data=images", f"data.root={afhq}",
+                *STYLEGAN_TINY, "model.augment.enabled=true", "model.augment.p=0.2", "trainer.max_steps=4",
+                "trainer.ckpt_every=4", "trainer.image_every=2", "trainer.log_every=1", "trainer.val_every=4",
+                f"metrics.fid.real={afhq}", "metrics.fid.n=4", "metrics.fid.dims=192", "trainer.progress=false",
+                f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr[-2000:]
     acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
-    assert acc.Tags()["images"] and any("ada" in t.lower() or "augment" in t.lower() for t in acc.Tags()["scalars"])
+    assert "train/samples" in acc.Tags()["images"] or acc.Tags()["images"]
+    assert "augment/p" in acc.Tags()["scalars"]
+    fids = acc.Scalars("val/fid")                                   # FID at val_every although data.val is null
+    assert [e.step for e in fids] == [4] and fids[0].value > 0
     ckpt = tmp_path / "run" / "checkpoints" / "step_0000004.pt"
     env_home = f"TORCH_HOME={inception_home}"
     common = [f"checkpoint={ckpt}", "n=6", "batch_size=3", "kid_subsets=5", "kid_subset_size=4", "inception_dims=192"]
