@@ -22,9 +22,10 @@ setup(
         "scipy>=1.10",
         "tqdm>=4.60",
         "pytorch-fid>=0.3",          # FID Inception-v3 and Frechet distance (asap/metrics/fid.py)
+        "torchmetrics>=1.0",         # SSIM (asap/metrics/image.py); KID reference in the tests
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torchmetrics>=1.0"],   # torchmetrics: KID reference
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )

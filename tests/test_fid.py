@@ -135,3 +135,15 @@ def test_stats_file_round_trip(setup, tmp_path):
         load_stats(tmp_path / "bad.npz")
     with pytest.raises(AsapError, match="at least 2"):
         Stats.of(np.zeros((1, 4)))
+
+
+def test_ssim_identity_noise_and_range():
+    from asap.metrics.image import ssim
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    same = ssim(x, x)
+    assert same.shape == (2,) and torch.allclose(same, torch.ones(2, dtype=torch.float64))
+    noisy = ssim((x + 0.3 * torch.randn_like(x)).clamp(-1, 1), x)
+    assert (noisy < 0.95).all() and (noisy > 0).all()
+    assert float(ssim(x, -x).max()) < float(noisy.min())

@@ -391,6 +391,7 @@ def test_evaluate_split_test_scores_test_or_refuses(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["split"] == "test" and res["num_images"] == 1.0 and 0 < res["psnr"] < 100   # facades test = val
+    assert -1 <= res["ssim"] < 1
     r = run_tool("evaluate.py", f"checkpoint={ck}", "data=facades", f"data.root={fac}", "split=train", *small)
     assert r.returncode == 2 and "train_label" in r.stderr          # no train folders linked: not silently val
     cs = realdata_dir("cityscapes_pix2pixhd")

@@ -17,7 +17,7 @@ usage: python tools/evaluate.py checkpoint=PATH [data=synthetic|cityscapes|ade20
        python tools/evaluate.py real=FOLDER save_stats=PATH.npz
 
 Label -> image checkpoints (ASAPNet, SPADE): scores the generator on a dataset split (default: the held-out split)
-and prints L1 (on [0,1]), PSNR (dB) and LPIPS, plus FID/KID against the split's photos with metrics=[...,fid,kid];
+and prints L1 (on [0,1]), PSNR (dB), SSIM and LPIPS (always), plus FID/KID against the split's photos with metrics=[...,fid,kid];
 the last line is a JSON object with at least psnr, l1, lpips (and baseline_psnr where the data config has one).
 split=test scores the test split where the dataset has one and is refused (one line) where it has none.
 
@@ -30,7 +30,7 @@ FID/KID need the FID Inception weights pt_inception-2015-12-05-6726825d.pth: inc
 $TORCH_HOME/hub/checkpoints/ (nothing is downloaded; without the file: one line saying where to put it).
 
 Keys (conf/evaluate.yaml): checkpoint, data (and data.* overrides), split=train|val|test, batch_size, max_images,
-device=auto|cpu|cuda, lpips_pretrained, metrics=[psnr,l1,lpips,fid,kid], real, n, seed, truncation_psi,
+device=auto|cpu|cuda, lpips_pretrained, metrics=[psnr,l1,ssim,lpips,fid,kid], real, n, seed, truncation_psi,
 noise_mode, save_stats, inception_weights, inception_dims, kid_subsets, kid_subset_size, progress=true|false.
 """
 
@@ -126,10 +126,10 @@ def evaluate_translation(cfg, G, spec, device) -> dict:
     if spec.label_nc != int(cfg.data.label_nc):
         raise AsapError(f"{cfg.checkpoint}: model has label_nc={spec.label_nc} but data={cfg.data.name} has "
                         f"label_nc={cfg.data.label_nc}")
-    wanted = [str(m).lower() for m in (cfg.metrics if cfg.metrics is not None else ["psnr", "l1", "lpips"])]
-    bad = [m for m in wanted if m not in ("psnr", "l1", "lpips", "fid", "kid")]
+    wanted = [str(m).lower() for m in (cfg.metrics if cfg.metrics is not None else ["psnr", "l1", "ssim", "lpips"])]
+    bad = [m for m in wanted if m not in ("psnr", "l1", "ssim", "lpips", "fid", "kid")]
     if bad:
-        raise AsapError(f"metrics: {bad[0]!r} is not one of psnr, l1, lpips, fid, kid")
+        raise AsapError(f"metrics: {bad[0]!r} is not one of psnr, l1, ssim, lpips, fid, kid")
     gen_metrics = [m for m in wanted if m in ("fid", "kid")]
     net = weights = None
     if gen_metrics:
