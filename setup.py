@@ -23,6 +23,8 @@ setup(
         "tqdm>=4.60",
         "starlette>=0.37",   # tools/demo.py: the web app
         "uvicorn>=0.29",     # tools/demo.py: the server
+        "pytorch-fid>=0.3",          # FID Inception-v3 and Frechet distance (asap/metrics/fid.py)
+        "torchmetrics>=1.0",         # SSIM (asap/metrics/image.py); KID reference in the tests
     ],
     package_data={"asap.demo": ["static/*"]},
     extras_require={

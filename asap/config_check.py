@@ -139,7 +139,7 @@ RULES: dict[str, list[tuple[str, tuple[Check, str]]]] = {
         ("res", HW_LIST), ("batch", int_at_least(1)), ("threads", optional(int_at_least(1))),
         ("warmup", int_at_least(0)), ("runs", int_at_least(1)), ("dtype", one_of("float32", "bfloat16", "float16")),
     ],
-    "evaluate": [("max_images", optional(int_at_least(1))), ("split", one_of("val", "train"))],
+    "evaluate": [("max_images", optional(int_at_least(1))), ("split", one_of("val", "train", "test"))],
     "translate": [("resize", one_of("model", "native"))],
     "demo": [
         ("port", ((lambda v: _is_int(v) and 0 <= v <= 65535), "an integer in 0..65535")),

@@ -123,7 +123,7 @@ CASES = {
     "generate-flipped-ckpt": ("generate", ["checkpoint={dir}/flipped.pt", "out={dir}/o3"], "{dir}/o3", ["corrupt"]),
     "translate-jpeg-label": ("translate", ["{dir}/label.jpg", "checkpoint={asap}", "out={dir}/o4"], "{dir}/o4",
                              ["label.jpg", "JPEG"]),
-    "evaluate-unknown-split": ("evaluate", ["checkpoint={asap}", "split=test"], None, ["split", "val"]),
+    "evaluate-unknown-split": ("evaluate", ["checkpoint={asap}", "split=holdout"], None, ["split", "val"]),
     # 2. errors while writing
     "translate-out-is-file": ("translate", ["{dir}/label.png", "checkpoint={asap}", "out={dir}/a_file"],
                               "{dir}/a_file", ["a_file", "not a folder"]),

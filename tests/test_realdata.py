@@ -373,3 +373,96 @@ def test_translate_coco_stuff_and_facades_palette(tmp_path):
     r = run_tool("translate.py", str(c / "val_label"), f"checkpoint={ck13}", f"out={tmp_path / 'bad'}")
     assert r.returncode == 2 and "\n" not in r.stderr.strip() and "label_nc=13" in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# tools/evaluate.py: split=test really scores the test split (or refuses), unconditional FID/KID end to end
+# ------------------------------------------------------------------------------------------------------------------
+def test_evaluate_split_test_scores_test_or_refuses(tmp_path):
+    import json
+
+    from asap.data.prepare import link_facades
+
+    fac = link_facades(realdata_dir("facades_mask2coco"), tmp_path / "fac", phases=("val",))
+    ck = tiny_checkpoint(tmp_path / "fac.pt", label_nc=13, instance_edge=False, lr_instance=False,
+                         image_size=[64, 64])
+    small = ["data.crop_size=64", "data.load_size=64", "lpips_pretrained=false", "progress=false"]
+    r = run_tool("evaluate.py", f"checkpoint={ck}", "data=facades", f"data.root={fac}", "split=test", *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["split"] == "test" and res["num_images"] == 1.0 and 0 < res["psnr"] < 100   # facades test = val
+    assert -1 <= res["ssim"] < 1
+    r = run_tool("evaluate.py", f"checkpoint={ck}", "data=facades", f"data.root={fac}", "split=train", *small)
+    assert r.returncode == 2 and "train_label" in r.stderr          # no train folders linked: not silently val
+    cs = realdata_dir("cityscapes_pix2pixhd")
+    ck35 = tiny_checkpoint(tmp_path / "cs.pt")
+    r = run_tool("evaluate.py", f"checkpoint={ck35}", "data=cityscapes", f"data.root={cs}", "split=test", *small)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "test_img" in r.stderr   # no photos
+    r = run_tool("evaluate.py", f"checkpoint={ck}", "data=pairs", "data.label_nc=13", "split=test", *small)
+    assert r.returncode == 2 and "no test split" in r.stderr
+    r = run_tool("evaluate.py", f"checkpoint={ck}", "data=facades", "split=holdout", *small)
+    assert r.returncode == 2 and "split='holdout'" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def inception_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub cache holds seeded random FID-Inception weights (the real file cannot be downloaded)."""
+    from asap.metrics.inception import WEIGHTS_FILE
+    from tests.test_fid import save_random_inception
+
+    home = tmp_path_factory.mktemp("torch_home")
+    save_random_inception(home / "hub" / "checkpoints" / WEIGHTS_FILE)
+    return home
+
+
+STYLEGAN_TINY = ["model.generator.style_dim=16", "model.generator.n_mlp=2", "model.generator.channels=[16,16,8]",
+                 "data.image_size=16", "data.batch_size=4", "data.num_workers=0", "model.samples.num=4"]
+
+
+def test_stylegan2_ada_on_afhq_then_evaluate_fid_kid(tmp_path, inception_home):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    afhq = realdata_dir("afhq_stargan2")
+    r = run_env(f"TORCH_HOME={inception_home}", "train.py", "model=stylegan2", "data=images", f"data.root={afhq}",
+                *STYLEGAN_TINY, "model.augment.enabled=true", "model.augment.p=0.2", "trainer.max_steps=4",
+                "trainer.ckpt_every=4", "trainer.image_every=2", "trainer.log_every=1", "trainer.val_every=4",
+                f"metrics.fid.real={afhq}", "metrics.fid.n=4", "metrics.fid.dims=192", "trainer.progress=false",
+                f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert "train/samples" in acc.Tags()["images"] or acc.Tags()["images"]
+    assert "augment/p" in acc.Tags()["scalars"]
+    fids = acc.Scalars("val/fid")                                   # FID at val_every although data.val is null
+    assert [e.step for e in fids] == [4] and fids[0].value > 0
+    ckpt = tmp_path / "run" / "checkpoints" / "step_0000004.pt"
+    env_home = f"TORCH_HOME={inception_home}"
+    common = [f"checkpoint={ckpt}", "n=6", "batch_size=3", "kid_subsets=5", "kid_subset_size=4", "inception_dims=192"]
+    stats = tmp_path / "afhq.npz"
+    r = run_env(env_home, "evaluate.py", *common, f"real={afhq}", "max_images=6", f"save_stats={stats}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first["fid"] > 0 and np.isfinite(first["kid"]) and stats.is_file()
+    p = first["protocol"]
+    assert p["num_fake"] == 6 and p["num_real"] == 6 and p["fake_resolution"] == [[16, 16]]
+    assert p["real_resolution"] == [[512, 512]] and str(afhq) in p["real_stats"] and len(p["weights_sha256"]) == 64
+    assert "bilinear 299x299" in p["resize"] and "pytorch-fid" in p["inception"]
+    assert "generated" in r.stderr                                   # the progress bar
+    r = run_env(env_home, "evaluate.py", *common, f"real={stats}", "progress=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads(r.stdout.strip().splitlines()[-1])
+    assert again["fid"] == pytest.approx(first["fid"], rel=1e-9) and again["kid"] == pytest.approx(first["kid"])
+    assert "stats file" in again["protocol"]["real_stats"]
+    # offline without the weights: one line naming the file and where to put it, before any work
+    r = run_env(f"TORCH_HOME={tmp_path / 'empty'}", "evaluate.py", *common, f"real={afhq}")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "pt_inception-2015-12-05-6726825d.pth" in r.stderr and str(tmp_path / "empty") in r.stderr
+
+
+def run_env(assign: str, tool: str, *args: str) -> subprocess.CompletedProcess:
+    key, value = assign.split("=", 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{key: value})
+    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *args], capture_output=True, text=True,
+                          env=env, timeout=600)

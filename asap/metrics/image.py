@@ -27,3 +27,13 @@ def psnr(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
     if reduction == "mean":
         return float(per_image.mean())
     raise ValueError(f"psnr: reduction={reduction!r} is not 'mean' or 'none'")
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004) of images in [-1, 1] ([N,3,H,W]), both mapped to [0, 1] and clamped:
+    torchmetrics' implementation (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1); float64 [N]."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    p = ((pred.detach().double() + 1) / 2).clamp(0, 1)
+    t = ((target.detach().double().to(p.device) + 1) / 2).clamp(0, 1)
+    return structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")

@@ -38,6 +38,8 @@ class Task:
     visual_tag: str = "label_real_fake"   # TensorBoard image tag (train/<tag>, val/<tag>)
     val_visuals: bool = True              # also log visuals of a held-out batch
     data_kinds: tuple[str, ...] | None = None  # the data configs' ``kind`` values it trains on (None: any)
+    validates_without_data: bool = False  # evaluate() has metrics of its own (e.g. FID): run it at val_every even
+                                          # when the data has no held-out split
 
     def __init__(self) -> None:
         self.networks: dict[str, nn.Module] = {}

@@ -121,6 +121,17 @@ class StyleGANTask(Task):
         gen = torch.Generator().manual_seed(int(samples.get("seed", 0)))
         self.sample_z = torch.randn(int(samples.get("num", 16)), self.G.z_dim, generator=gen)
         self._batch = int(batch) if batch is not None else None
+        self.fid_cfg = dict((metrics or {}).get("fid") or {})
+        self._fid_real = None
+        if self.fid_cfg.get("real"):
+            from asap.metrics.inception import find_weights
+            try:
+                find_weights(self.fid_cfg.get("inception_weights"))
+                self.validates_without_data = True
+                self.notes.append(f"validation logs FID of {int(self.fid_cfg.get('n', 500))} EMA samples against "
+                                  f"{self.fid_cfg['real']}")
+            except AsapError as e:
+                self.notes.append(f"FID during training is off: {e}")
 
     # -- the Trainer's view -------------------------------------------------------------------------------------
     def to(self, device: torch.device) -> "StyleGANTask":
@@ -246,9 +257,29 @@ class StyleGANTask(Task):
             real_sum += float(self.D(real).sum())
             fake_sum += float(self.D(self.G_ema(z, noise=noise)).sum())
             count += real.shape[0]
-        if not count:
-            return {}
-        return {"D_real_heldout": real_sum / count, "D_fake_ema": fake_sum / count}
+        out = {"D_real_heldout": real_sum / count, "D_fake_ema": fake_sum / count} if count else {}
+        if self.validates_without_data:
+            out["fid"] = self.ema_fid()
+        return out
+
+    @torch.no_grad()
+    def ema_fid(self) -> float:
+        """FID of ``metrics.fid.n`` fixed-seed EMA samples (const noise) against ``metrics.fid.real`` (folder or
+        .npz; its statistics are computed once per run)."""
+        from asap.metrics.fid import fid, real_stats, sample_stats
+        from asap.metrics.inception import build_inception, to_uint8
+
+        cfg = self.fid_cfg
+        net, weights = build_inception(cfg.get("inception_weights"), int(cfg.get("dims", 2048)))
+        if self._fid_real is None:
+            self._fid_real = real_stats(cfg["real"], net, weights, self.device, int(cfg.get("batch_size", 16)))
+        gen = torch.Generator().manual_seed(int(cfg.get("seed", 123)))
+
+        def render(start: int, count: int) -> torch.Tensor:
+            z = torch.randn(count, self.G.z_dim, generator=gen).to(self.device)
+            return to_uint8(self.G_ema(z, noise_mode="const")).cpu()
+        fake = sample_stats(render, int(cfg.get("n", 500)), net, weights, self.device, int(cfg.get("batch_size", 16)))
+        return fid(self._fid_real, fake)
 
     def checkpoint_networks(self) -> dict[str, tuple[nn.Module, dict]]:
         self.G_ema.mean_w(4096)  # truncation centre travels with the checkpoint

@@ -505,7 +505,8 @@ class Trainer:
                     with torch.no_grad():
                         self._add_images(writer, "train", self.task.visuals(fixed_vis))
                     self.task.train(True)
-                if self.is_main and self.val_set is not None and self.val_every and (
+                if self.is_main and (self.val_set is not None or self.task.validates_without_data) and \
+                        self.val_every and (
                         self.step % self.val_every == 0 or final):
                     self._log_validation(writer)
                     validated = True
