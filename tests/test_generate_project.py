@@ -303,7 +303,7 @@ def test_generate_bad_input(tmp_path, tiny_ckpt, asapnet_ckpt, capsys, case):
     elif case == "reversed_range":
         args["seeds"], needles = "7-3", ["seeds=", "7-3"]
     elif case == "psi_text":
-        args["truncation_psi"], needles = "high", ["truncation_psi", "expected a number"]
+        args["truncation_psi"], needles = "high", ["truncation_psi", "must be a number"]
     elif case == "noise_mode":
         args["noise_mode"], needles = "loud", ["noise_mode", "loud"]
     elif case == "no_ckpt":

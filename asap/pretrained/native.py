@@ -30,24 +30,28 @@ def is_native(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def build(config: Mapping[str, Any], source: str = "network config") -> nn.Module:
+def build(config: Mapping[str, Any], source: str | None = None) -> nn.Module:
     """Instantiate a network from ``{"_target_": "asap.models.X.Cls", **kwargs}`` (only asap.models targets).
 
-    A recorded config is user input: its keys are checked against the constructor, the network is first built on
-    the ``meta`` device (no memory) to count its parameters against ``limits.max_parameters``, and any constructor
-    error (a wrong type, an impossible width) is one line naming ``source``.
+    With ``source`` (a config read from a file, e.g. a checkpoint, which is user input): its keys are checked
+    against the constructor, the network is first built on the ``meta`` device (no memory) to count its parameters
+    against ``limits.max_parameters``, and any constructor error (a wrong type, an impossible width) is one line
+    naming ``source``. Without it (a config composed from our YAML files) the constructor runs directly and its
+    errors are left to the caller (tools/train.py names the model).
     """
     config = dict(config)
     target = config.pop("_target_", None)
     if not isinstance(target, str) or not target.startswith("asap.models."):
-        raise AsapError(f"{source}: no asap.models target ({target!r})")
+        raise AsapError(f"{source or 'network config'}: no asap.models target ({target!r})")
     module_name, _, cls_name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as e:
-        raise AsapError(f"{source}: cannot build {target}: {e}") from e
+        raise AsapError(f"{source or 'network config'}: cannot build {target}: {e}") from e
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise AsapError(f"{source}: {target} is not a network class")
+        raise AsapError(f"{source or 'network config'}: {target} is not a network class")
+    if source is None:
+        return cls(**config)
     _check_keys(cls, config, f"{source} ({cls_name})")
     import torch
 

@@ -51,6 +51,8 @@ def build_lpips_loss(net: str = "vgg", pretrained: bool = True) -> nn.Module:
 class FastGANTask(Task):
     """Owns G, its EMA copy, D, the LPIPS network and both Adam optimizers."""
 
+    data_kinds = ("images",)
+
     visual_tag = "samples_ema"
     val_visuals = False
 

@@ -77,6 +77,8 @@ def load_teacher(path: str | Path, mapping_path: str | Path | None = None) -> tu
 class DistillationTask(Task):
     """Owns the student, the discriminator, their optimizers, the augmentation and the perceptual network."""
 
+    data_kinds = ("none",)
+
     visual_tag = "teacher_student"
     val_visuals = False
 

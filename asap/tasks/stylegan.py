@@ -53,8 +53,8 @@ class StyleGANTask(Task):
         self.data = dict(data or {})
         g_cfg, d_cfg = dict(generator), dict(discriminator)
         try:
-            self.G = build(g_cfg, "model.generator")
-            self.D = build(d_cfg, "model.discriminator")
+            self.G = build(g_cfg)
+            self.D = build(d_cfg)
         except ValueError as e:
             raise AsapError(f"model: {e}") from e
         if self.G.size != self.D.size:

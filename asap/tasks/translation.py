@@ -42,10 +42,10 @@ class TranslationTask(Task):
         self.data = dict(data or {})
         self.metrics_cfg = dict(metrics or {})
         g_cfg = dict(generator)
-        self.G = build(g_cfg, "model.generator")
+        self.G = build(g_cfg)
         self.spec = self.G.spec
         d_cfg = dict(discriminator, input_nc=self.spec.num_channels + int(g_cfg.get("output_nc", 3)))
-        self.D = build(d_cfg, "model.discriminator")
+        self.D = build(d_cfg)
         self.networks = {"generator": self.G, "discriminator": self.D}
         self.network_configs = {"generator": g_cfg, "discriminator": d_cfg}
 
