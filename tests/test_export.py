@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from asap.inference.export import example_input, export, max_difference
+from asap.inference.export import example_input, export, export_checked, max_difference
 from asap.models.asapnet import ASAPNetGenerator
 from asap.pretrained.native import make_checkpoint
 from asap.utils.io import save_torch
@@ -28,9 +28,10 @@ def test_torchscript_export_matches(tmp_path):
     g = tiny()
     x = example_input(g, None, batch=2)
     assert x.shape == (2, g.spec.num_channels, 32, 64)
-    path, checked = export(g, x, tmp_path / "g.ts.pt", "torchscript", tolerance=1e-5)
+    path, checked = export_checked(g, x, tmp_path / "g.ts.pt", "torchscript", tolerance=1e-5)
     diff = max_difference(g, path, x, "torchscript")
     assert diff is not None and diff <= 1e-5 and checked == diff
+    assert export(g, x, tmp_path / "g2.ts.pt", "torchscript") == tmp_path / "g2.ts.pt"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,

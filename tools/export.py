@@ -26,9 +26,6 @@ baked in: input 'w' [B, w_dim] -> 'image' (aux heads skipped), compared with the
 
 
 def run(cfg, positional):
-
-
-def run(cfg, positional):
     from omegaconf import OmegaConf
 
     import torch
