@@ -199,6 +199,36 @@ def test_inference_path_equals_reference_path():
         assert img.requires_grad
 
 
+def test_inference_path_in_strips_equals_reference_path(monkeypatch):
+    """Blocks larger than STRIP_BYTES run in row strips with recomputed halos; force strips of 2 and 4 rows (and a
+    last strip shorter than the rest) on a small net and compare with the reference path, every noise mode."""
+    import asap.nn.mobile_fast as mf
+
+    torch.manual_seed(1)
+    S = MobileStyleGANGenerator(size=64, style_dim=16, n_mlp=1, channels=[16, 16, 16, 8]).eval()
+    for p in S.parameters():
+        p.data.add_(0.2 * torch.randn_like(p))
+    ws = torch.randn(2, S.num_ws, 16)
+    noise = [torch.randn(s) for s in S.synthesis.noise_shapes()]
+    with torch.no_grad():
+        S.synthesis.fast_inference = False
+        refs = {mode: S.synthesis(ws, noise=nz, noise_mode=mode) for nz, mode in ((noise, "random"), (None, "const"),
+                                                                                   (None, "none"))}
+        S.synthesis.fast_inference = True
+        for rows in (2, 4, 6):
+            monkeypatch.setattr(mf, "STRIP_BYTES", 1)
+            monkeypatch.setattr(mf, "MIN_STRIP_ROWS", rows)
+            assert S.synthesis._fast.strip_rows(32, 16) == rows
+            for nz, mode in ((noise, "random"), (None, "const"), (None, "none")):
+                ref = refs[mode]
+                torch.testing.assert_close(S.synthesis(ws, noise=nz, noise_mode=mode), ref, rtol=1e-5,
+                                           atol=1e-5 * ref.abs().max().item())
+    monkeypatch.setattr(mf, "STRIP_BYTES", 2 << 20)
+    monkeypatch.setattr(mf, "MIN_STRIP_ROWS", 8)
+    assert S.synthesis._fast.strip_rows(32, 16) == 32            # 64 KiB fits: one strip
+    assert S.synthesis._fast.strip_rows(512, 64) == 16           # 64 MiB: strips of 2 MiB
+
+
 def test_default_1024_parameter_counts():
     S = MobileStyleGANGenerator(size=1024)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
