@@ -107,8 +107,10 @@ class ResumableLoader:
         self._it = None
 
     def _start(self) -> None:
-        sampler = EpochBatchSampler(len(self.dataset), self.batch_size, self.seed, self.epoch, self.position,
-                                    self.shuffle, rank=self.rank, world_size=self.world_size)
+        # one DataLoader over every epoch from the current position: its workers start once, and prefetch across
+        # epoch boundaries (a small set would otherwise pay the worker start and first decode every few steps)
+        sampler = _EndlessBatchSampler(len(self.dataset), self.batch_size, self.seed, self.epoch, self.position,
+                                       self.shuffle, rank=self.rank, world_size=self.world_size)
         # a private generator: starting an iterator must not draw from the global RNG, or a run resumed mid-epoch
         # (a new iterator where the uninterrupted run had none) would diverge in everything random after it
         gen = torch.Generator().manual_seed(derive_seed(self.seed, _LOADER, self.epoch, self.rank))
@@ -119,15 +121,33 @@ class ResumableLoader:
         return self
 
     def __next__(self) -> Any:
+        if self._it is None:
+            self._start()
+        batch = next(self._it)
+        self.position += 1
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        return batch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+
+class _EndlessBatchSampler(Sampler):
+    """EpochBatchSampler's batches for epoch ``epoch`` (after ``skip`` batches), then every later epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip: int, shuffle: bool, rank: int,
+                 world_size: int) -> None:
+        self.args = (n, batch_size, seed)
+        self.epoch, self.skip, self.shuffle, self.rank, self.world_size = epoch, skip, shuffle, rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = self.epoch, self.skip
         while True:
-            if self._it is None:
-                self._start()
-            try:
-                batch = next(self._it)
-                self.position += 1
-                return batch
-            except StopIteration:
-                self.epoch, self.position, self._it = self.epoch + 1, 0, None
+            yield from EpochBatchSampler(*self.args, epoch, skip, self.shuffle, rank=self.rank,
+                                         world_size=self.world_size)
+            epoch, skip = epoch + 1, 0
 
 
 class IndexLoader:
