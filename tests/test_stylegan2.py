@@ -11,7 +11,7 @@ import torch
 import asap.pretrained
 from asap.errors import AsapError
 from asap.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, channel_table
-from asap.nn.stylegan import make_kernel, upfirdn2d
+from asap.nn.stylegan import make_kernel, upfirdn2d, upsample_transposed
 from asap.pretrained.stylegan2 import to_rosinality
 from tests.conftest import fixture_dir
 
@@ -136,6 +136,34 @@ def test_upfirdn2d_matches_the_definition():
     torch.testing.assert_close(const[..., 2:-2, 2:-2], torch.ones_like(const[..., 2:-2, 2:-2]))
     down = upfirdn2d(torch.ones(1, 1, 8, 8), k, down=2, pad=(1, 1))
     assert down.shape == (1, 1, 4, 4)
+
+
+def test_inference_upsampling_as_transposed_conv_matches_upfirdn2d():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64)
+    for taps, up, pad in (([1, 3, 3, 1], 2, (2, 1)), ([1, 3, 3, 1], 2, (1, 1)), ([1, 2, 1], 2, (1, 1)),
+                          ([1, 3, 3, 1], 4, (3, 2)), ([1, 1], 2, (1, 1))):
+        k = make_kernel(taps).double() * up ** 2
+        out = upsample_transposed(x, k, up, pad)
+        torch.testing.assert_close(out, upfirdn2d(x, k, up=up, pad=pad), rtol=0, atol=1e-12)
+    assert upsample_transposed(x, make_kernel([1, 3, 3, 1]), 2, (5, 0)) is None  # no transposed-conv form
+
+
+@pytest.mark.parametrize("size,channels", [(32, None), (64, [64, 32, 16, 8, 4])])
+def test_inference_path_equals_training_path(size, channels):
+    """One sample without autograd runs plain channels-last convs and a transposed-conv skip upsampler; the output
+    (NCHW) equals the grouped-conv path within float32 rounding."""
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(size=size, style_dim=32, n_mlp=2, channels=channels).eval()
+    for m in G.modules():
+        if hasattr(m, "weight") and m.weight is not None and m.weight.numel() == 1:
+            m.weight.data.fill_(0.3)  # noise strengths
+    ws = G.broadcast(G.mapping(torch.randn(1, 32)))
+    ref = G.synthesis(ws, noise_mode="const")  # autograd on: the training path
+    with torch.no_grad():
+        img, rgbs = G.synthesis(ws, noise_mode="const", return_rgbs=True)
+    assert img.is_contiguous() and all(r.is_contiguous() for r in rgbs) and img is rgbs[-1]
+    torch.testing.assert_close(img, ref.detach(), rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_config_f_parameter_counts():

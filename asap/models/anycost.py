@@ -89,7 +89,8 @@ class AnycostSynthesisNetwork(SynthesisNetwork):
             x = block.conv1(x, ws[:, i + 1], noise[i + 1], noise_mode, out_ch=ch[i + 2])
             skip = block.torgb(x, ws[:, i + 2], skip)
             rgbs.append(skip)
-        return (skip, rgbs) if return_rgbs else skip
+        rgbs = [r.contiguous() for r in rgbs]  # the inference path works channels-last; callers get NCHW
+        return (rgbs[-1], rgbs) if return_rgbs else rgbs[-1]
 
 
 class AnycostGenerator(StyleGAN2Generator):
