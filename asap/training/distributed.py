@@ -80,8 +80,12 @@ def init(device_spec: str = "auto", timeout_min: float = 30.0) -> tuple[DistEnv,
     return current(), device
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = False) -> None:
+    """Leave the process group. ``clean`` (every rank got here normally): wait for the others first, so that no
+    rank tears its connections down while a peer still talks on them (gloo then aborts the process)."""
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -106,6 +106,7 @@ def train_from_config(cfg: DictConfig) -> Path | None:
         log.info("done: step %d, last checkpoint %s", trainer.step, last)
         if env.is_main:
             print(f"checkpoint: {last}")
+        distributed.shutdown(clean=True)
         return last
     finally:
         distributed.shutdown()
