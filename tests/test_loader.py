@@ -47,6 +47,19 @@ def test_epochs_positions_and_resume_with_a_worker():
             assert torch.equal(ours[:, :2], ref[:, :2])
 
 
+def test_state_at_the_end_of_an_epoch_in_the_older_form_resumes_in_step():
+    """Older checkpoints recorded a finished epoch as (epoch, batches_per_epoch); it resumes as (epoch + 1, 0)."""
+    n, batch = 7, 2
+    ref = ResumableLoader(Indexed(n), batch, seed=5)
+    expected = take(ref, 6)
+    old = ResumableLoader(Indexed(n), batch, seed=5)
+    old.load_state_dict({"epoch": 0, "position": 3})
+    assert old.state_dict() == {"epoch": 1, "position": 0}
+    for ours, want in zip(take(old, 3), expected[3:], strict=True):
+        assert torch.equal(ours[:, :2], want[:, :2])
+    assert old.state_dict() == {"epoch": 2, "position": 0}
+
+
 def test_processes_load_slices_of_the_global_batch():
     n, batch = 8, 4
     whole = take(ResumableLoader(Indexed(n), batch, seed=1), 4)

@@ -103,7 +103,10 @@ class ResumableLoader:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        # checkpoints written before one DataLoader spanned epochs may hold the end of an epoch as
+        # (epoch, batches_per_epoch): the same place as (epoch + 1, 0), the only form counted here
+        done, self.position = divmod(int(state["position"]), self.batches_per_epoch)
+        self.epoch = int(state["epoch"]) + done
         self._it = None
 
     def _start(self) -> None:
