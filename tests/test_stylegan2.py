@@ -146,6 +146,9 @@ def test_inference_upsampling_as_transposed_conv_matches_upfirdn2d():
         k = make_kernel(taps).double() * up ** 2
         out = upsample_transposed(x, k, up, pad)
         torch.testing.assert_close(out, upfirdn2d(x, k, up=up, pad=pad), rtol=0, atol=1e-12)
+    k = torch.randn(4, 4, dtype=torch.float64)                                # not flip-symmetric
+    torch.testing.assert_close(upsample_transposed(x, k, 2, (2, 1)), upfirdn2d(x, k, up=2, pad=(2, 1)), rtol=0,
+                               atol=1e-12)
     assert upsample_transposed(x, make_kernel([1, 3, 3, 1]), 2, (5, 0)) is None  # no transposed-conv form
 
 

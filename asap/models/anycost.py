@@ -89,8 +89,11 @@ class AnycostSynthesisNetwork(SynthesisNetwork):
             x = block.conv1(x, ws[:, i + 1], noise[i + 1], noise_mode, out_ch=ch[i + 2])
             skip = block.torgb(x, ws[:, i + 2], skip)
             rgbs.append(skip)
-        rgbs = [r.contiguous() for r in rgbs]  # the inference path works channels-last; callers get NCHW
-        return (rgbs[-1], rgbs) if return_rgbs else rgbs[-1]
+        # the inference path works channels-last; what is returned is NCHW
+        if return_rgbs:
+            rgbs = [r.contiguous() for r in rgbs]
+            return rgbs[-1], rgbs
+        return skip.contiguous()
 
 
 class AnycostGenerator(StyleGAN2Generator):

@@ -82,7 +82,8 @@ class FastMobileSynthesis:
             w, bias = w[perm0], bias[perm0]
         self.conv1 = (w.contiguous(), bias.contiguous())
         self.up_perm = [band_major(b.up.in_ch) for b in layers]
-        head = layers[-1].to_img if layers else net.to_img1
+        head = self.head = layers[-1].to_img if layers else net.to_img1
+        self.head_style = 3 * len(layers) if layers else 1                # its W+ slot
         hm = haar_head_matrix(head.conv.weight.dtype).to(head.conv.weight.device)
         self.head_w = head.conv.weight.reshape(12, -1)          # [12, C]
         self.head_mix = hm                                       # [12, 12]
@@ -208,9 +209,8 @@ class FastMobileSynthesis:
     def _head(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last wavelet head's styled 1x1 weights times the inverse Haar, transposed [12, C], and its bias
         [12, 1]; output row 4c + 2a + b is colour c at sub-pixel (a, b)."""
-        net = self.net
-        head = net.layers[-1].to_img if len(net.layers) else net.to_img1
-        s = head.conv.modulation(style[3 * len(net.layers) if len(net.layers) else 1][None])[0] * head.conv.scale
+        conv = self.head.conv
+        s = conv.modulation(style[self.head_style][None])[0] * conv.scale
         return (self.head_mix.t() @ (self.head_w * s[None, :])).contiguous(), self.head_bias[:, None]
 
     @staticmethod
