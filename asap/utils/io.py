@@ -47,7 +47,7 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     if path.exists():
         if not path.is_dir():
             raise AsapError(f"{path}: exists and is not a folder; choose another output folder")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not (os.access(path, os.W_OK | os.X_OK) and _can_create_in(path)):
             raise AsapError(f"{path}: the output folder is not writable")
         return path
     parent = path.parent
@@ -55,9 +55,21 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise AsapError(f"{path}: cannot create the output folder: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not (os.access(parent, os.W_OK | os.X_OK) and _can_create_in(parent)):
         raise AsapError(f"{path}: cannot create the output folder: {parent} is not writable")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``, tried with a temporary file removed at once: ``os.access`` says
+    yes to root everywhere, and to file systems that refuse new files (/proc, read-only mounts)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".asap-write-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 def output_dir(path: str | os.PathLike, created: list[Path] | None = None) -> Path:
