@@ -157,3 +157,22 @@ def test_palette_png_whose_colours_disagree_is_read_by_index_with_a_warning(tmp_
     assert (read_label_ids(tmp_path / "good.png", "cityscapes", warn=said.append) == ids).all() and not said
     assert (read_label_ids(tmp_path / "bad.png", "cityscapes", warn=said.append) == ids).all()
     assert len(said) == 1 and "colours disagree with the cityscapes palette" in said[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder that refuses new files)")
+def test_output_checks_try_the_folder_not_only_its_permission_bits(tmp_path):
+    """os.access says yes to root anywhere and to /proc; the up-front check makes (and removes) a file to know."""
+    from asap.utils.io import check_output_dir, check_outputs
+
+    with pytest.raises(AsapError, match=r"^/proc: the output folder is not writable$"):
+        check_outputs(["/proc/stats.npz"])
+    with pytest.raises(AsapError, match=r"cannot create the output folder: /proc is not writable"):
+        check_output_dir("/proc/new/folder")
+    check_outputs([tmp_path / "a.png", tmp_path / "new" / "b.png"])  # a writable folder passes, nothing is left
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_checks_save_stats_before_scoring_the_real_images(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), f"real={tmp_path / 'no_such_folder'}",
+                        "save_stats=/proc/stats.npz"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: /proc: the output folder is not writable"]

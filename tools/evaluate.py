@@ -182,9 +182,12 @@ def run(cfg, positional):
     from asap.errors import AsapError
     from asap.inference.generate import check_stylegan
     from asap.utils.device import resolve_device
+    from asap.utils.io import check_outputs
 
     if positional:
         raise AsapError(f"unexpected argument {positional[0]!r} (use checkpoint=PATH)")
+    if cfg.save_stats:
+        check_outputs([Path(str(cfg.save_stats))])  # before scoring every real image: save_stats= must be writable
     device = resolve_device(cfg.device)
     if cfg.checkpoint is None:
         if not cfg.save_stats:
