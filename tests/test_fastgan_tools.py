@@ -78,7 +78,12 @@ def test_benchmark_generator_and_training_step_entries():
     bench = OmegaConf.load(REPO / "conf" / "bench" / "fastgan.yaml")
     g, fn = benchmark.build(bench, 256, 256, 1, torch.device("cpu"), torch.float32)
     from asap.metrics.profile import count_macs, count_params
-    assert round(count_params(g) / 1e6, 2) == 29.13 and round(count_macs(fn) / 1e9, 2) == 9.73
+    assert round(count_params(g) / 1e6, 2) == 29.13
+    # the architecture's 9.73 G (official count); the fused nearest-up + 3x3 convs execute 5.71 G
+    arch, executed = benchmark.architecture_and_executed_macs(g, fn)
+    assert round(arch / 1e9, 2) == 9.73 and round(executed / 1e9, 2) == 5.71 and g.fast_inference
+    g.fast_inference = False
+    assert count_macs(fn) == arch
     cfg = OmegaConf.create({"variants": [TINY], "seed": 0, "warmup": 1, "runs": 1})
     rows = benchmark.train_step_rows(cfg, {"fastgan": bench}, [(256, 256)], torch.device("cpu"))
     assert len(rows) == 1 and rows[0]["batch"] == 2 and rows[0]["step_s_median"] > 0

@@ -125,6 +125,7 @@ def train_step_rows(cfg, configs, resolutions, device):
     from asap.metrics.profile import time_once
     from asap.training.run import build_task
     from asap.training.trainer import Trainer
+    from asap.utils.allocator import keep_freed_memory
 
     rows = []
     variants = [list(v) for v in (cfg.get("variants") or [[]])]
@@ -137,6 +138,8 @@ def train_step_rows(cfg, configs, resolutions, device):
             for i, extra in enumerate(variants):
                 overrides = [*c.train_step.overrides, f"data.image_size={w}", *map(str, extra)]
                 tcfg = compose("train", overrides)
+                if tcfg.trainer.get("keep_freed_memory", True):  # the allocator setting tools/train.py uses
+                    keep_freed_memory()
                 torch.manual_seed(int(cfg.seed))
                 task = build_task(tcfg).to(device)
                 batch_size = int(tcfg.data.batch_size)

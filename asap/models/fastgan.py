@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from asap.nn.fastgan import (DownBlock, DownBlockComp, InitLayer, SimpleDecoder, SkipLayerExcitation, UpBlockComp,
-                             sn_conv, up_block)
+from asap.nn.fastgan import (DownBlock, DownBlockComp, FusedUpsampling, InitLayer, SimpleDecoder,
+                             SkipLayerExcitation, UpBlockComp, sn_conv, up_block)
 
 IM_SIZES = (256, 512, 1024)
 G_MULTIPLIERS = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
@@ -69,7 +69,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class FastGANGenerator(nn.Module):
+class FastGANGenerator(FusedUpsampling, nn.Module):
     """z [B, nz] -> image [B, nc, im_size, im_size] (+ the 128 px side output).
 
     Up blocks from 4 to ``im_size`` px (two-conv blocks with noise at 8, 32, 128, 512); SLE gates 4->64, 8->128,
@@ -145,7 +145,7 @@ class FastGANGenerator(nn.Module):
         return (img, small) if return_small else img
 
 
-class FastGANDiscriminator(nn.Module):
+class FastGANDiscriminator(FusedUpsampling, nn.Module):
     """Two branches (the image at ``im_size`` down to 8x8 with three SLE gates, and its 128 px version down to
     8x8), each ending in 5x5 logits; three decoders reconstruct the real image, its small version and a quadrant.
 

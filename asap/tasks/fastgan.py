@@ -4,7 +4,7 @@ One step: G draws a batch of fakes (z ~ N(0, 1), fresh noise maps); DiffAugment 
 augments the real batch and each of G's two outputs separately. Phase D: hinge loss with a random margin
 m ~ U(0.8, 1.0) per logit, relu(m - D(real)) + relu(m + D(fake)), plus LPIPS (VGG16, v0.1 linear heads, summed over
 the batch) between the three decoders' 128 px reconstructions and the augmented real image, its small version and
-one random quadrant. Phase G: -mean D(fake) on the same augmented fakes. Then an EMA of G's parameters
+one random quadrant (the first two targets are the same 128 px image: its LPIPS features are computed once). Phase G: -mean D(fake) on the same augmented fakes. Then an EMA of G's parameters
 (``lerp`` by 0.001; the buffers are copied, as the official EMA generator uses the live generator's buffers).
 
 As in the official loop, G runs once per step: the D phase keeps the fakes' graph and the G phase reuses them
@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.errors import AsapError
+from asap.losses.lpips_loss import LPIPSLoss
 from asap.models.fastgan import crop_quadrant
 from asap.nn.diffaugment import N_PARAMS, diff_augment, parse_policy
 from asap.pretrained.native import build
@@ -159,12 +160,14 @@ class FastGANTask(Task):
 
     def reconstruction(self, recs: tuple[torch.Tensor, ...], real: torch.Tensor, part: int,
                        batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum over the global batch of LPIPS(decoder output, target) for the three decoders (one LPIPS pass on
-        the three stacked); targets are the real image, and its quadrant, resized to 128 with nearest."""
-        targets = (F.interpolate(real, REC_SIZE), F.interpolate(real, REC_SIZE),
-                   F.interpolate(crop_quadrant(real, part), REC_SIZE))
+        """Sum over the global batch of LPIPS(decoder output, target) for the three decoders; targets are the real
+        image, and its quadrant, resized to 128 with nearest. The big and small decoders share one target, so the
+        LPIPS network runs on 2B targets (no graph) and on the 3B stacked reconstructions (LPIPSLoss)."""
         b = real.shape[0]
-        per_sample = self.lpips(torch.cat(recs).float(), torch.cat(targets).float()).reshape(3, b)
+        targets = torch.cat([F.interpolate(real, REC_SIZE), F.interpolate(crop_quadrant(real, part), REC_SIZE)])
+        loss = LPIPSLoss(self.lpips)
+        index = torch.cat([torch.arange(b), torch.arange(b), torch.arange(b, 2 * b)]).to(real.device)
+        per_sample = loss.distance(torch.cat(recs).float(), loss.targets(targets.float()), index).reshape(3, b)
         # mean x global batch: the official per-batch sum, exact under gradient accumulation and data parallel
         terms = per_sample.mean(dim=1) * batch_size
         return terms.sum(), {"loss/rec_big": terms[0].detach(), "loss/rec_small": terms[1].detach(),

@@ -75,6 +75,9 @@ def train_from_config(cfg: DictConfig) -> Path | None:
     t = cfg.trainer
     env, dist_device = distributed.init(str(t.device))
     _setup_logging(env)
+    if t.get("keep_freed_memory", True):
+        from asap.utils.allocator import keep_freed_memory
+        keep_freed_memory()
     try:
         seed_everything(int(t.seed))  # the same initial weights in every process
         device = dist_device if dist_device is not None else resolve_device(t.device)

@@ -1,0 +1,89 @@
+"""LPIPS as a training loss against constant targets, from the ``lpips`` package's own network and linear heads.
+
+The same value as ``lpips.LPIPS(x, y)`` in eval mode (v0.1: scaling layer, backbone, unit-normalised features, squared
+difference weighted by the linear heads, spatial mean), computed for training:
+- the targets' features are computed once without a graph and can be shared: FastGAN compares two decoders to the
+  same 128 px real image, so its three LPIPS terms need two target passes, not three;
+- each layer's distance is one autograd node with a hand-written backward. The library's chain (pow, sum, sqrt,
+  add, div for both inputs, sub, pow, a 1-output 1x1 convolution, mean, and the backward of each) makes about
+  twenty full passes over the largest activation ([3B, 64, 128, 128] in FastGAN); this makes about a dozen, and
+  the 1-channel convolution, slow in oneDNN, becomes a reduction over channels.
+
+Gradient of the per-pixel distance d = sum_c w_c (r f_c - m_c)^2, with r = 1 / (|f| + eps) and m the normalised
+target: dd/df = 2 r [w * t - (r / |f|) (sum_c w_c t_c f_c) f], t = r f - m. At |f| = 0 (every channel of a pixel
+zero after a ReLU) the second term is 0; the library's autograd gives NaN there.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+EPS = 1e-10  # lpips.normalize_tensor's
+
+
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + EPS)
+
+
+class _UnitDistance(torch.autograd.Function):
+    """Per-sample spatial mean of sum_c w_c (f_c / (|f| + eps) - m_c)^2; m constant."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        s = torch.linalg.vector_norm(f, dim=1, keepdim=True)
+        r = 1.0 / (s + EPS)
+        t = f * r
+        t.sub_(m).square_()
+        d = torch.einsum("bchw,c->b", t, w) / (f.shape[2] * f.shape[3])
+        ctx.save_for_backward(f, m, w, s, r)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        f, m, w, s, r = ctx.saved_tensors
+        wt = f * r
+        wt.sub_(m).mul_(w.view(1, -1, 1, 1))
+        qf = torch.linalg.vecdot(wt, f, dim=1).unsqueeze(1)
+        coef = torch.where(s > 0, qf * r / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+        g = torch.addcmul(wt, f, coef, value=-1)
+        g.mul_(r * (2.0 / (f.shape[2] * f.shape[3])) * grad.view(-1, 1, 1, 1))
+        return g, None, None
+
+
+class LPIPSLoss(nn.Module):
+    """Wraps an ``lpips.LPIPS`` (v0.1, linear heads): ``targets(y)`` once, then ``distance(x, targets, index)``.
+
+    The LPIPS module's weights are used as they are (frozen); only the input ``x`` gets gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not getattr(model, "lpips", False) or str(getattr(model, "version", "")) != "0.1":
+            raise ValueError("LPIPSLoss needs an lpips.LPIPS v0.1 model with linear heads (lpips=True)")
+        self.model = model
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model.net.forward(self.model.scaling_layer(x)))
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [lin.model[-1].weight.reshape(-1) for lin in self.model.lins]
+
+    @torch.no_grad()
+    def targets(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised features of the constant images ``y``, one tensor per layer."""
+        return [_unit(f) for f in self._features(y)]
+
+    def distance(self, x: torch.Tensor, targets: Sequence[torch.Tensor],
+                 index: torch.Tensor | None = None) -> torch.Tensor:
+        """LPIPS(x[i], target[index[i]]) per sample, [B] (index None: target i for x[i])."""
+        total = x.new_zeros(x.shape[0])
+        for f, m, w in zip(self._features(x), targets, self._weights()):
+            if index is not None:
+                m = m.index_select(0, index)
+            total = total + _UnitDistance.apply(f, m.to(f.dtype), w.to(f.dtype))
+        return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """LPIPS(x, y) per sample, [B]; y is treated as a constant."""
+        return self.distance(x, self.targets(y))
