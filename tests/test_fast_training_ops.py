@@ -1,0 +1,130 @@
+"""The exact-but-cheaper training ops: fused nearest-x2 + 3x3 conv, the LPIPS loss node, the allocator switch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asap.losses.lpips_loss import LPIPSLoss, _UnitDistance
+from asap.metrics.lpips import build_lpips
+from asap.models.fastgan import FastGANDiscriminator, FastGANGenerator
+from asap.nn.fastgan import UpBlockComp, up_block, upsample_conv3x3
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 1), (3, 4, 5, 2)])
+def test_upsample_conv3x3_equals_nearest_upsample_then_conv_in_float64(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    w = torch.randn(6, shape[1], 3, 3, generator=g, dtype=torch.float64)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1)
+    got = upsample_conv3x3(x, w)
+    assert got.shape == ref.shape == (shape[0], 6, 2 * shape[2], 2 * shape[3])
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    # both gradients (input and weight), numerically
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    assert torch.autograd.gradcheck(upsample_conv3x3, (x, w))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_up_blocks_match_the_plain_layers_and_update_spectral_norm_alike(train):
+    torch.manual_seed(0)
+    for make in (lambda: up_block(8, 6), lambda: UpBlockComp(8, 6)):
+        fused, plain = make().double().train(train), make().double().train(train)
+        plain.load_state_dict(fused.state_dict())
+        plain.fused = False
+        x = torch.randn(3, 8, 5, 6, dtype=torch.float64)
+        args = {} if isinstance(fused, UpBlockComp) is False else \
+            {"noise": (torch.randn(1, 1, 10, 12, dtype=torch.float64), torch.randn(1, 1, 10, 12, dtype=torch.float64))}
+        a, b = fused(x, **args), plain(x, **args)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        for k, v in fused.state_dict().items():  # power iteration (train) and BatchNorm running stats alike
+            torch.testing.assert_close(v, plain.state_dict()[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_fastgan_networks_switch_every_up_block_and_keep_their_outputs():
+    torch.manual_seed(0)
+    # float64: an untrained FastGAN in eval mode has activations up to ~1e11, which float32 rounding would blur
+    g = FastGANGenerator(ngf=8, nz=16, im_size=256).double().eval()
+    d = FastGANDiscriminator(ndf=8, im_size=256).double().eval()
+    z = torch.randn(2, 16, dtype=torch.float64)
+    noise = [torch.randn(2, *s[1:], dtype=torch.float64) for s in g.noise_shapes()]
+    x = torch.randn(2, 3, 256, 256, dtype=torch.float64)
+    with torch.no_grad():
+        fused = (g(z, noise=noise), *d(x, part=1)[1])
+        assert g.fast_inference and d.fast_inference
+        g.fast_inference = d.fast_inference = False
+        assert not g.fast_inference and not d.fast_inference
+        plain = (g(z, noise=noise), *d(x, part=1)[1])
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_lpips_loss_equals_the_library_value_and_gradient_in_float64():
+    torch.manual_seed(0)
+    lib = build_lpips("alex", pretrained=False).double()
+    loss = LPIPSLoss(lib)
+    x = torch.randn(3, 3, 48, 40, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 3, 48, 40, dtype=torch.float64)
+    want = lib(x, y).reshape(-1)
+    (g_want,) = torch.autograd.grad((want * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), x)
+    got = loss(x, y)
+    (g_got,) = torch.autograd.grad((got * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), x)
+    assert got.shape == (3,) and (got > 0).all()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-14)
+    # shared targets: index picks target i for each input
+    t = loss.targets(y)
+    got2 = loss.distance(torch.cat([x, x[:1]]), t, torch.tensor([0, 1, 2, 2]))
+    torch.testing.assert_close(got2[:3], want.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got2[3], lib(x[:1], y[2:3]).reshape(()), rtol=1e-12, atol=1e-14)
+
+
+def test_lpips_layer_distance_gradcheck_and_zero_feature_pixels_stay_finite():
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    m = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    w = torch.rand(5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: _UnitDistance.apply(f, m, w), (f,))
+    f0 = f.detach().clone()
+    f0[:, :, 1, 2] = 0  # a pixel where every channel is zero (after a ReLU)
+    f0.requires_grad_(True)
+    d = _UnitDistance.apply(f0, m, w)
+    d.sum().backward()
+    assert torch.isfinite(d).all() and torch.isfinite(f0.grad).all()
+    # there the distance is sum_c w_c m_c^2 (the normalised feature is 0)
+    per_pixel = (w.view(1, -1) * m[:, :, 1, 2] ** 2).sum(1)
+    rest = (w.view(1, -1, 1, 1) * (f0.detach() / (f0.detach().norm(dim=1, keepdim=True) + 1e-10) - m) ** 2).sum(1)
+    torch.testing.assert_close(d, rest.mean((1, 2)), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(rest[:, 1, 2], per_pixel)
+
+
+def test_lpips_loss_refuses_a_model_without_linear_heads():
+    lib = build_lpips("alex", pretrained=False)
+    lib.lpips = False
+    with pytest.raises(ValueError, match="v0.1 model with linear heads"):
+        LPIPSLoss(lib)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+def test_keep_freed_memory_applies_once_and_leaves_a_user_malloc_setting_alone():
+    code = ("import ctypes, torch; from asap.utils.allocator import keep_freed_memory as k; a = k(); b = k();"
+            "x = torch.empty(64 << 20, dtype=torch.uint8); x.fill_(1); del x;"
+            "y = torch.empty(64 << 20, dtype=torch.uint8); y.fill_(2); print(a, b, int(y.sum()) == 2 * (64 << 20))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    glibc = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stdout.lower()
+    expected = "True True True" if ("glibc" in glibc or "gnu libc" in glibc) else "False False True"
+    assert out.stdout.split("\n")[0] == expected
+    env["MALLOC_ARENA_MAX"] = "2"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.split("\n")[0] == "False False True", out.stderr
