@@ -169,6 +169,32 @@ def test_inference_path_equals_training_path(size, channels):
     torch.testing.assert_close(img, ref.detach(), rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_input_modulated_inference_equals_the_modulated_kernel(upsample, demodulate):
+    """Wide low-resolution layers at batch 1 without autograd scale the maps instead of the kernel (with a cached
+    kernel and cached tap sums): the same function, also for sliced sub-channels and after the weight changes."""
+    from asap.nn.stylegan import ModulatedConv2d
+
+    torch.manual_seed(0)
+    m = ModulatedConv2d(64, 48, 3, 16, demodulate=demodulate, upsample=upsample).double()
+    style = torch.randn(1, 16, dtype=torch.float64)
+    for c, o in ((64, 48), (40, 30)):
+        x = torch.randn(1, c, 4, 4, dtype=torch.float64)
+        want = m(x, style, o).detach()  # autograd on: the modulated-kernel path
+        with torch.no_grad():
+            got = m(x, style, o)  # 4x4 maps, 64 channels: the input-modulated path
+            assert "_kcache" in m.__dict__
+        assert got.shape == want.shape == (1, o, 8 if upsample else 4, 8 if upsample else 4)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        m.weight.mul_(-0.5)  # an in-place update (optimiser step, EMA, load) must not reuse the cached kernel
+        got = m(x, style, o)
+    torch.testing.assert_close(got, m(x, style, o).detach(), rtol=1e-12, atol=1e-12)
+    with torch.no_grad(), pytest.raises(ValueError, match="exceed"):
+        m(x, style, 49)
+
+
 def test_config_f_parameter_counts():
     G = StyleGAN2Generator(1024)
     assert sum(p.numel() for p in G.synthesis.parameters()) == 28_268_812  # the MobileStyleGAN paper's 28.27M

@@ -203,9 +203,48 @@ class ModulatedConv2d(nn.Module):
             weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)[:, :, None, None, None]
         return weight
 
+    def _kernel_cache(self, o: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kernel [o, c, k, k] channels-last, sum over the taps of its squares [o, c]) for the first o x c channels,
+        cached until the weight changes (an optimiser step, EMA or load bumps its version)."""
+        key = (o, c, self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device)
+        cache = self.__dict__.get("_kcache")
+        if cache is None or cache[0] != key:
+            k = self.weight.detach()[0, :o, :c].contiguous()
+            if self.upsample:  # conv_transpose2d takes [c, o, k, k]
+                k = k.transpose(0, 1)
+            k = k.contiguous(memory_format=torch.channels_last)  # as oneDNN wants it for channels-last maps
+            sq = self.weight.detach()[0, :o, :c].pow(2).sum([2, 3])
+            cache = (key, k, sq)
+            self.__dict__["_kcache"] = cache
+        return cache[1], cache[2]
+
+    def _forward_input_modulated(self, x: torch.Tensor, style: torch.Tensor, o: int) -> torch.Tensor:
+        """Batch-1 inference where the kernel outweighs the maps (wide low-resolution layers): scale the input
+        channels by the style and the output channels by the demodulation, convolve with the stored kernel.
+        conv(x, scale * w * s) * d == conv(x * s, w) * (scale * d), with d from the cached per-(out, in) tap
+        sums: the same function without building the modulated kernel every call."""
+        c = x.shape[1]
+        s = self.modulation(style)[0, :c]
+        kernel, sq = self._kernel_cache(o, c)
+        x = (x * s.reshape(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
+        gain = torch.full((o,), self.scale, dtype=x.dtype, device=x.device)
+        if self.demodulate:
+            gain = gain * torch.rsqrt(self.scale ** 2 * (sq @ (s * s)) + 1e-8)
+        if self.upsample:
+            out = F.conv_transpose2d(x, kernel, stride=2)
+            return self.blur(out.mul_(gain.reshape(1, -1, 1, 1)))
+        return F.conv2d(x, kernel, padding=self.padding).mul_(gain.reshape(1, -1, 1, 1))
+
     def forward(self, x: torch.Tensor, style: torch.Tensor, out_ch: int | None = None) -> torch.Tensor:
         """``out_ch``: use only the first output channels (default all); the input width follows ``x``."""
         b, c, h, w = x.shape
+        if b == 1 and not torch.is_grad_enabled():
+            o = self.out_ch if out_ch is None else out_ch
+            if not 0 < o <= self.out_ch or c > self.in_ch:
+                raise ValueError(f"sub-channels {o}x{c} exceed the layer's {self.out_ch}x{self.in_ch}")
+            # element passes: about 4 over the kernel to modulate it, vs one over the input and one over the output
+            if c * h * w + o * h * w * (4 if self.upsample else 1) < 4 * o * c * self.kernel_size ** 2:
+                return self._forward_input_modulated(x, style, o)
         weight = self.modulated_weight(style, c, out_ch)
         o = weight.shape[1]
         k = self.kernel_size
