@@ -118,6 +118,7 @@ RULES: dict[str, list[tuple[str, tuple[Check, str]]]] = {
         ("model.optim.eps", number_above(0)),
         ("model.optim.d_steps_per_g", int_at_least(1)),
         ("model.loss.lambda_*", number_at_least(0)),
+        ("model.loss.lpips_winograd_min_channels", optional(int_at_least(1))),
         ("data.batch_size", int_at_least(1)),
         ("data.num_workers", int_at_least(0)),
         ("data.label_nc", int_at_least(1)),

@@ -62,11 +62,11 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
     m = torch.bmm(v.view(16, b * th * tw, c), u).view(4, 4, b, th, tw, o)
     # Y = A^T m A, A^T = [[1,1,1,0],[0,1,-1,-1]]
     s = [[m[0, j] + m[1, j] + m[2, j] for j in range(4)], [m[1, j] - m[2, j] - m[3, j] for j in range(4)]]
-    y = x.new_empty(b, 2 * th, 2 * tw, o)
+    out = torch.empty(b, o, 2 * th, 2 * tw, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    y = out.permute(0, 2, 3, 1)  # [b, H, W, o] view of the channels-last output
     for i in range(2):
         y[:, i::2, 0::2] = s[i][0] + s[i][1] + s[i][2]
         y[:, i::2, 1::2] = s[i][1] - s[i][2] - s[i][3]
     if bias is not None:
         y += bias
-    y = y.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
-    return y if (2 * th, 2 * tw) == (h, w) else y[..., :h, :w]
+    return out if (2 * th, 2 * tw) == (h, w) else out[..., :h, :w]

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.errors import AsapError
-from asap.losses.lpips_loss import LPIPSLoss
+from asap.losses.lpips_loss import LPIPSLoss, use_winograd
 from asap.models.fastgan import crop_quadrant
 from asap.nn.diffaugment import N_PARAMS, diff_augment, parse_policy
 from asap.pretrained.native import build
@@ -96,6 +96,10 @@ class FastGANTask(Task):
             if self.rec_weight > 0 else None
         if self.lpips is not None and not self.lpips_pretrained:
             self.notes.append("reconstruction LPIPS uses a RANDOM backbone (model.loss.lpips_pretrained=false)")
+        wino = loss.get("lpips_winograd_min_channels", 128)
+        self.lpips_winograd = None if wino is None else int(wino)
+        if self.lpips_winograd is not None and self.lpips_winograd < 1:
+            raise AsapError(f"model.loss.lpips_winograd_min_channels must be >= 1 or null, got {wino}")
 
         aug = dict(augment or {})
         try:
@@ -127,6 +131,8 @@ class FastGANTask(Task):
         super().to(device)
         if self.lpips is not None:
             self.lpips.to(device)
+            if torch.device(device).type == "cpu" and self.lpips_winograd is not None:
+                use_winograd(self.lpips.net, self.lpips_winograd)  # CPU only: cuDNN picks its own algorithms
         if self.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and on tensor cores; same values
             for net in (self.G, self.G_ema, self.D, self.lpips):
                 if net is not None:
