@@ -128,3 +128,49 @@ def test_keep_freed_memory_applies_once_and_leaves_a_user_malloc_setting_alone()
     env["MALLOC_ARENA_MAX"] = "2"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.split("\n")[0] == "False False True", out.stderr
+
+
+def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient():
+    from asap.losses.lpips_loss import FrozenConv3x3
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv = torch.nn.Conv2d(6, 5, 3, padding=1, bias=bias).double().requires_grad_(False)
+        fast = FrozenConv3x3(conv)
+        for h, w in ((8, 8), (7, 5)):  # odd sizes: whole 2x2 tiles, cropped
+            x = torch.randn(2, 6, h, w, dtype=torch.float64, requires_grad=True)
+            g = torch.randn(2, 5, h, w, dtype=torch.float64)
+            want = conv(x)
+            (g_want,) = torch.autograd.grad(want, x, g)
+            got = fast(x)
+            (g_got,) = torch.autograd.grad(got, x, g)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+        with torch.no_grad():
+            conv.weight.mul_(2)  # the cached transforms follow the weight
+        torch.testing.assert_close(fast(x), conv(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="3x3 stride-1 padding-1"):
+        FrozenConv3x3(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1))
+
+
+def test_use_winograd_swaps_only_wide_frozen_3x3_convs_and_keeps_lpips():
+    import copy
+
+    from asap.losses.lpips_loss import FrozenConv3x3, use_winograd
+
+    torch.manual_seed(0)
+    lib = build_lpips("vgg", pretrained=False).double()
+    fast = copy.deepcopy(lib)
+    # VGG16 3x3 convs with >= 128 inputs: conv2_2, conv3_1..3_3, conv4_1..4_3, conv5_1..5_3
+    assert use_winograd(fast.net, 128) == 10
+    assert sum(isinstance(m, FrozenConv3x3) for m in fast.modules()) == 10
+    trained = torch.nn.Sequential(torch.nn.Conv2d(256, 256, 3, padding=1))  # requires grad: left alone
+    assert use_winograd(trained, 1) == 0
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    want = LPIPSLoss(lib)(x, y)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    got = LPIPSLoss(fast)(x, y)
+    (g_got,) = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-12)
