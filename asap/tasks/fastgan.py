@@ -62,7 +62,7 @@ class FastGANTask(Task):
                  ema: Mapping[str, Any] | None = None, augment: Mapping[str, Any] | None = None,
                  samples: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
                  metrics: Mapping[str, Any] | None = None, reuse_fakes: bool = True,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.family = family
         g_cfg, d_cfg = dict(generator), dict(discriminator)
@@ -133,7 +133,7 @@ class FastGANTask(Task):
             self.lpips.to(device)
             if torch.device(device).type == "cpu" and self.lpips_winograd is not None:
                 use_winograd(self.lpips.net, self.lpips_winograd)  # CPU only: cuDNN picks its own algorithms
-        if self.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and on tensor cores; same values
+        if self.channels_last:  # NHWC convolutions (same values): tensor cores on CUDA
             for net in (self.G, self.G_ema, self.D, self.lpips):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
