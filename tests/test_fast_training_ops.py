@@ -146,6 +146,10 @@ def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient():
             (g_got,) = torch.autograd.grad(got, x, g)
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+            # an in-place ReLU after it (as in VGG) is allowed and differentiates alike
+            (g_relu,) = torch.autograd.grad(torch.relu_(fast(x)), x, g)
+            torch.testing.assert_close(g_relu, torch.autograd.grad(torch.relu(conv(x)), x, g)[0], rtol=1e-12,
+                                       atol=1e-12)
         with torch.no_grad():
             conv.weight.mul_(2)  # the cached transforms follow the weight
         torch.testing.assert_close(fast(x), conv(x), rtol=1e-12, atol=1e-12)

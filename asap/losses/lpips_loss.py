@@ -62,7 +62,9 @@ class _FrozenWinograd(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, u: torch.Tensor, u_back: torch.Tensor,  # type: ignore[override]
                 bias: torch.Tensor | None) -> torch.Tensor:
         ctx.u_back = u_back
-        return conv3x3_winograd(x, u, bias)
+        y = conv3x3_winograd(x, u, bias)
+        # odd sizes come back as a crop (a view), which the in-place ReLU after it may not modify
+        return y if y._base is None else y.clone(memory_format=torch.channels_last)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
