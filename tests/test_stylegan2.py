@@ -195,6 +195,88 @@ def test_input_modulated_inference_equals_the_modulated_kernel(upsample, demodul
         m(x, style, 49)
 
 
+def test_skip_upsampler_bilinear_form_equals_the_fir_filter():
+    """StyleGAN2's [1,3,3,1] x2 upsampler equals bilinear upsampling with 3/4 on the border rows and columns: the
+    same values (float64, odd sizes, size 1) and gradients; another loaded kernel, fast=False or tracing use the FIR."""
+    from asap.nn.stylegan import Upsample, upsample_1331
+
+    torch.manual_seed(0)
+    up = Upsample((1, 3, 3, 1)).double()
+    for shape in ((2, 3, 7, 5), (1, 3, 1, 4), (1, 2, 8, 8)):
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        ref = upfirdn2d(x, up.kernel, up=2, pad=up.pad)
+        torch.testing.assert_close(upsample_1331(x), ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(up(x), ref, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(upsample_1331, (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True),))
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        up.kernel.copy_(torch.rand(4, 4, dtype=torch.float64))  # a checkpoint with another filter: not bilinear
+    assert not up._is_bilinear()
+    torch.testing.assert_close(up(x), upfirdn2d(x, up.kernel, up=2, pad=up.pad), rtol=0, atol=1e-12)
+
+
+def test_fused_inference_chain_equals_the_training_chain():
+    """At batch-1 inference the styled conv folds sqrt(2) and the bias into its conv (or its upsampling blur) and
+    adds the noise scaled by sqrt(2): the same activations as the autograd path, for both conv forms."""
+    from asap.nn.stylegan import StyledConv, ToRGB
+
+    torch.manual_seed(0)
+    for c, o, side in ((8, 6, 16), (64, 48, 4)):  # maps outweigh the kernel / the kernel outweighs the maps
+        for upsample in (False, True):
+            layer = StyledConv(c, o, 3, 16, upsample=upsample, resolution=side * (2 if upsample else 1)).double()
+            with torch.no_grad():
+                layer.noise.weight.fill_(0.7)
+                layer.activate.bias.normal_()
+            x, style = torch.randn(1, c, side, side, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
+            for noise_mode, out_ch in (("const", None), ("none", o - 2)):
+                want = layer(x, style, noise_mode=noise_mode, out_ch=out_ch).detach()
+                with torch.no_grad():
+                    got = layer(x, style, noise_mode=noise_mode, out_ch=out_ch)
+                assert got.shape == want.shape
+                torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    rgb = ToRGB(8, 16).double()
+    with torch.no_grad():
+        rgb.bias.normal_()
+    x, style = torch.randn(1, 8, 8, 8, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
+    skip = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    want = rgb(x, style, skip).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(rgb(x, style, skip), want, rtol=1e-12, atol=1e-12)
+
+
+def test_wide_low_resolution_convs_run_as_winograd_with_the_same_values():
+    """Batch-1 CPU inference runs 3x3 convs with >= WINOGRAD_MIN_CHANNELS inputs and outputs as Winograd on the
+    cached kernel: equal to the direct conv in float64, also after a weight change; fast_inference=False (how the
+    benchmark counts the architecture's MACs) gives the direct conv, so the two MAC counts differ."""
+    from asap.metrics.profile import count_macs
+    from asap.nn.stylegan import WINOGRAD_MIN_CHANNELS, ModulatedConv2d
+
+    torch.manual_seed(0)
+    c = WINOGRAD_MIN_CHANNELS
+    m = ModulatedConv2d(c, c, 3, 16).double()
+    x, style = torch.randn(1, c, 8, 8, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
+    want = m(x, style).detach()  # autograd on: the direct grouped conv
+    with torch.no_grad():
+        assert m._winograd_pays(x, c) and not m._winograd_pays(x[:, :, :4, :4], c) and not m._winograd_pays(x, c - 1)
+        torch.testing.assert_close(m(x, style), want, rtol=1e-10, atol=1e-10)
+        assert m.__dict__["_kcache"][3] is not None  # the transformed kernel is cached
+        m.weight.mul_(-0.5)  # an optimiser step, EMA or load: the cached transform must not be reused
+        got = m(x, style)
+    torch.testing.assert_close(got, m(x, style).detach(), rtol=1e-10, atol=1e-10)
+    G = StyleGAN2Generator(size=16, style_dim=16, n_mlp=1, channels=[c, c, c]).eval()
+    with torch.no_grad():
+        ws = G.broadcast(G.mapping(torch.randn(1, 16)))
+        fast = G.synthesis(ws, noise_mode="const")
+        fast_macs = count_macs(lambda: G.synthesis(ws, noise_mode="const"))
+        G.fast_inference = False
+        assert not G.fast_inference
+        direct = G.synthesis(ws, noise_mode="const")
+        direct_macs = count_macs(lambda: G.synthesis(ws, noise_mode="const"))
+        G.fast_inference = True
+    torch.testing.assert_close(fast, direct, rtol=1e-4, atol=1e-5 * float(direct.abs().max()))
+    assert fast_macs < direct_macs
+
+
 def test_config_f_parameter_counts():
     G = StyleGAN2Generator(1024)
     assert sum(p.numel() for p in G.synthesis.parameters()) == 28_268_812  # the MobileStyleGAN paper's 28.27M

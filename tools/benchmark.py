@@ -287,11 +287,11 @@ def run(cfg, positional):
         if "@" in r["model"]:
             full = next((f for f in rows if f["model"] == r["model"].split("@")[0] and f["res"] == r["res"]), None)
             if full is not None:
-                mac = full["macs"] / r["macs"] if r.get("macs") else float("nan")
+                mac = f" ({full['macs'] / r['macs']:.2f}x fewer MACs" if r.get("macs") and full.get("macs") else ""
                 tp = (f", torchprofile {full['macs_torchprofile'] / r['macs_torchprofile']:.2f}x"
-                      if r.get("macs_torchprofile") and full.get("macs_torchprofile") else "")
+                      if mac and r.get("macs_torchprofile") and full.get("macs_torchprofile") else "")
                 print(f"{r['res']}: {r['model']} is {full['latency_ms_median'] / r['latency_ms_median']:.2f}x faster "
-                      f"than {full['model']} ({mac:.2f}x fewer MACs{tp})")
+                      f"than {full['model']}{mac}{tp}{')' if mac else ''}")
     if any(r.get("macs_torchprofile") for r in rows):
         print("torchprofile GMACs: " + ", ".join(f"{r['model']} {r['res']} {r['macs_torchprofile'] / 1e9:.2f}"
                                                    for r in rows if r.get("macs_torchprofile")))
@@ -303,8 +303,9 @@ def run(cfg, positional):
                 if base not in by or other not in by or other.split("@")[0] == base:  # sub-generators: lines above
                     continue
                 speed = by[other]["latency_ms_median"] / by[base]["latency_ms_median"]
-                mac = (by[other]["macs"] / by[base]["macs"]) if by[base]["macs"] else float("nan")
-                print(f"{res}: {base} is {speed:.2f}x faster than {other} (MAC ratio {mac:.2f}x)")
+                mac = (f" (MAC ratio {by[other]['macs'] / by[base]['macs']:.2f}x)"
+                       if by[base]["macs"] and by[other]["macs"] else "")
+                print(f"{res}: {base} is {speed:.2f}x faster than {other}{mac}")
     if cfg.out:
         out = Path(str(cfg.out))
         with atomic_path(out) as tmp:

@@ -88,9 +88,6 @@ def check_config_and_lock() -> None:
 
 
 if __name__ == "__main__":
-    from asap.utils.perf import tune_allocator
-
-    tune_allocator()
     check_run_folder()
     join_torchrun_job()
     check_config_and_lock()

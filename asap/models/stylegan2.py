@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from asap.nn.stylegan import (NOISE_MODES, ConstantInput, ConvLayer, EqualLinear, PixelNorm, ResBlock, StyledConv,
-                              ToRGB, minibatch_stddev)
+from asap.nn.stylegan import (NOISE_MODES, ConstantInput, ConvLayer, EqualLinear, FastInference, PixelNorm, ResBlock,
+                              StyledConv, ToRGB, minibatch_stddev)
 
 
 def channel_table(size: int, channel_multiplier: int = 2,
@@ -72,7 +72,7 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGB(out_ch, w_dim, blur_kernel=blur_kernel, out_ch=img_channels)
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(FastInference, nn.Module):
     """W+ [B, num_ws, w_dim] -> image [B, 3, size, size] (not clamped).
 
     Style indices: conv1 <- 0, torgb1 <- 1; block k: conv0 <- 2k+1, conv1 <- 2k+2, torgb <- 2k+3. Noise inputs in
@@ -139,7 +139,7 @@ class SynthesisNetwork(nn.Module):
         return skip.contiguous()
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(FastInference, nn.Module):
     """Mapping network + synthesis network; ``forward(z, truncation_psi, noise)`` does mapping, truncation
     towards ``w_avg``, optional style mixing, broadcast to W+ and synthesis."""
 

@@ -37,13 +37,14 @@ def _glibc() -> ctypes.CDLL | None:
 def keep_freed_memory() -> bool:
     """Switch glibc's malloc to reuse freed memory (no mmap for large blocks, no trimming); True when applied.
 
-    Idempotent. A no-op off Linux, outside glibc, when ``MALLOC_*`` variables are set or ``LD_PRELOAD`` names
-    another allocator."""
+    Idempotent. A no-op off Linux, outside glibc, when ``MALLOC_*`` variables are set, ``LD_PRELOAD`` names
+    another allocator or ``ASAP_NO_MALLOC_TUNING`` is set. Every command-line tool calls it at start-up
+    (tools/train.py through ``trainer.keep_freed_memory``)."""
     global _done
     if _done is not None:
         return _done
     _done = False
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("ASAP_NO_MALLOC_TUNING"):
         return False
     if any(k.startswith("MALLOC_") or k.startswith("GLIBC_TUNABLES") for k in os.environ):
         return False
