@@ -96,7 +96,7 @@ class FastGANTask(Task):
             if self.rec_weight > 0 else None
         if self.lpips is not None and not self.lpips_pretrained:
             self.notes.append("reconstruction LPIPS uses a RANDOM backbone (model.loss.lpips_pretrained=false)")
-        wino = loss.get("lpips_winograd_min_channels", 128)
+        wino = loss.get("lpips_winograd_min_channels", 256)
         self.lpips_winograd = None if wino is None else int(wino)
         if self.lpips_winograd is not None and self.lpips_winograd < 1:
             raise AsapError(f"model.loss.lpips_winograd_min_channels must be >= 1 or null, got {wino}")
