@@ -430,9 +430,12 @@ class ToRGB(nn.Module):
                 out = out + (self.upsample(skip) if self.upsample is not None else skip)
             return out
         out = self.conv(x, style, bias=self.bias.reshape(-1))  # inference: the conv adds the bias
-        if skip is not None:
-            out.add_(self.upsample(skip) if self.upsample is not None else skip)
-        return out
+        if skip is None:
+            return out
+        if self.upsample is None:
+            return out.add_(skip)
+        # into the fresh upsampled skip (NCHW): the image keeps that layout, so no copy at the end
+        return self.upsample(skip).add_(out)
 
 
 class ConstantInput(nn.Module):
