@@ -70,9 +70,8 @@ def compose(config_name: str, overrides: Sequence[str], return_hydra_config: boo
 def tool_main(config_name: str, run: Callable[[Any, list[str]], Any], help_text: str,
               argv: Sequence[str] | None = None) -> Any:
     """Entry point of a compose-based tool: ``--help`` prints ``help_text``; positionals go to ``run``."""
-    from asap.utils.allocator import huge_pages_for_large_tensors, keep_freed_memory
+    from asap.utils.allocator import keep_freed_memory
 
-    huge_pages_for_large_tensors()  # before torch is imported
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     positional, overrides, wants_help = split_argv(argv)

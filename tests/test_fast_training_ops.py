@@ -131,30 +131,6 @@ def test_keep_freed_memory_applies_once_and_leaves_a_user_malloc_setting_alone()
         assert out.returncode == 0 and out.stdout.split("\n")[0] == "False False True", (key, out.stderr)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux-only")
-def test_huge_pages_are_asked_for_before_torch_and_a_user_setting_is_kept():
-    def run(pre: str = "", **extra: str) -> str:
-        code = (f"import os, sys; {pre}from asap.utils.allocator import huge_pages_for_large_tensors as h; "
-                "print(h(), os.environ.get('THP_MEM_ALLOC_ENABLE'))")
-        env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ASAP_NO_MALLOC_TUNING")}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                             env={**env, "PYTHONPATH": str(REPO), **extra})
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
-
-    assert run() == "True 1"
-    assert run("import torch; ") == "False None"  # too late: torch has read its setting
-    assert run(THP_MEM_ALLOC_ENABLE="0") == "False 0"
-    assert run(ASAP_NO_MALLOC_TUNING="1") == "False None"
-    # every tool asks for it: --help returns before any work, after the allocator settings
-    code = ("import os, sys; sys.argv = ['x', '--help']; from asap.cli import tool_main; "
-            "tool_main('generate', lambda c, p: 0, 'help'); print(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ASAP_NO_MALLOC_TUNING")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**env, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0 and out.stdout.split()[-1] == "1", out.stderr
-
-
 def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient():
     from asap.losses.lpips_loss import FrozenConv3x3
 

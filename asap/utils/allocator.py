@@ -59,21 +59,3 @@ def keep_freed_memory() -> bool:
     if _done:
         log.debug("glibc malloc: large blocks reused (mmap off, trim threshold 2 GiB)")
     return _done
-
-
-def huge_pages_for_large_tensors() -> bool:
-    """Have PyTorch's CPU allocator back tensors of 2 MiB and more with transparent huge pages
-    (``THP_MEM_ALLOC_ENABLE=1``, from PyTorch's CPU tuning guide), before torch is imported; True when on.
-
-    torch reads the variable once, so this only acts when torch is not imported yet; a value the user set is
-    kept, and ``ASAP_NO_MALLOC_TUNING`` turns it off. Measured at batch-1 inference: the Anycost x0.25
-    generator at 1024 px (8-16 channel maps of 8-32 MiB) 113-126 ms instead of 116-135 ms; full-width generators
-    and training steps unchanged."""
-    if not sys.platform.startswith("linux") or os.environ.get("ASAP_NO_MALLOC_TUNING"):
-        return False
-    if "THP_MEM_ALLOC_ENABLE" in os.environ:
-        return os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
-    if "torch" in sys.modules:
-        return False
-    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
-    return True
