@@ -1,6 +1,7 @@
 """Build a Task, datasets and Trainer from a composed Hydra config and run it (the body of tools/train.py)."""
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,10 @@ def train_from_config(cfg: DictConfig) -> Path | None:
         log.info("done: step %d, last checkpoint %s", trainer.step, last)
         if env.is_main:
             print(f"checkpoint: {last}")
+        # release the DDP wrappers (their reducers hold the process group) before leaving it, so the group is torn
+        # down here and not during interpreter exit
+        del trainer, task, train_set, val_set
+        gc.collect()
         distributed.shutdown(clean=True)
         return last
     finally:
