@@ -287,11 +287,14 @@ def run(cfg, positional):
         if "@" in r["model"]:
             full = next((f for f in rows if f["model"] == r["model"].split("@")[0] and f["res"] == r["res"]), None)
             if full is not None:
-                mac = f" ({full['macs'] / r['macs']:.2f}x fewer MACs" if r.get("macs") and full.get("macs") else ""
-                tp = (f", torchprofile {full['macs_torchprofile'] / r['macs_torchprofile']:.2f}x"
-                      if mac and r.get("macs_torchprofile") and full.get("macs_torchprofile") else "")
+                notes = []
+                if r.get("macs") and full.get("macs"):
+                    notes.append(f"{full['macs'] / r['macs']:.2f}x fewer MACs")
+                    if r.get("macs_torchprofile") and full.get("macs_torchprofile"):
+                        notes.append(f"torchprofile {full['macs_torchprofile'] / r['macs_torchprofile']:.2f}x")
+                mac = f" ({', '.join(notes)})" if notes else ""
                 print(f"{r['res']}: {r['model']} is {full['latency_ms_median'] / r['latency_ms_median']:.2f}x faster "
-                      f"than {full['model']}{mac}{tp}{')' if mac else ''}")
+                      f"than {full['model']}{mac}")
     if any(r.get("macs_torchprofile") for r in rows):
         print("torchprofile GMACs: " + ", ".join(f"{r['model']} {r['res']} {r['macs_torchprofile'] / 1e9:.2f}"
                                                    for r in rows if r.get("macs_torchprofile")))

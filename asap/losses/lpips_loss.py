@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
+from asap.utils.cache import tensor_key
 
 EPS = 1e-10  # lpips.normalize_tensor's
 
@@ -85,7 +86,7 @@ class FrozenConv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
-        key = (w._version, w.data_ptr(), w.dtype, w.device)
+        key = tensor_key(w)
         if self._filters is None or self._filters[0] != key:
             self._filters = (key, winograd_filter(w.detach()),
                              winograd_filter(w.detach().flip(2, 3).transpose(0, 1)))

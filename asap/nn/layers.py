@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
+from asap.utils.cache import tensor_key
 
 NORMS = ("none", "instance", "instanceaffine", "batch", "sync_batch")
 
@@ -63,7 +64,7 @@ class ConvNormAct(nn.Module):
         """The conv's Winograd-transformed filter, recomputed only when the weight changes (new tensor, device,
         dtype or an in-place update such as an optimiser step or load_state_dict)."""
         w = self.conv.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        key = tensor_key(w)
         if self._winograd is None or self._winograd[0] != key:
             self._winograd = (key, winograd_filter(w))
         return self._winograd[1]

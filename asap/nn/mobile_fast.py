@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from asap.nn.mobile import MobileStyledConv
+from asap.utils.cache import tensor_key
 
 # blocks whose input has fewer values run on one thread (up to 32 px at 512 channels)
 SINGLE_THREAD_NUMEL = 1 << 18
@@ -58,7 +59,7 @@ class FastMobileSynthesis:
         self.workspace: dict[tuple, torch.Tensor] = {}
 
     def _state_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in
+        return tuple(tensor_key(t) for t in
                      list(self.net.parameters()) + list(self.net.buffers()))
 
     @torch.no_grad()

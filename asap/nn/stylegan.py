@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
+from asap.utils.cache import tensor_key
 
 SQRT2 = math.sqrt(2.0)
 WINOGRAD_MIN_CHANNELS = 256  # batch-1 CPU inference: wide low-resolution 3x3 convs run as Winograd F(2x2,3x3)
@@ -87,7 +88,7 @@ class Upsample(nn.Module):
     def _is_bilinear(self) -> bool:
         """Whether the (loadable) kernel is StyleGAN2's [1,3,3,1] at factor 2; cached until the buffer changes."""
         k = self.kernel
-        key = (k._version, k.data_ptr(), k.dtype, k.device)
+        key = tensor_key(k)
         cache = self.__dict__.get("_bilinear")
         if cache is None or cache[0] != key:
             ok = self.factor == 2 and self.pad == (2, 1) and k.shape == (4, 4) and \
@@ -263,14 +264,13 @@ class ModulatedConv2d(nn.Module):
     def _kernel_cache(self, o: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(kernel [o, c, k, k] channels-last, sum over the taps of its squares [o, c]) for the first o x c channels,
         cached until the weight changes (an optimiser step, EMA or load bumps its version)."""
-        key = (o, c, self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device)
+        key = (o, c, tensor_key(self.weight))
         cache = self.__dict__.get("_kcache")
         if cache is None or cache[0] != key:
-            k = self.weight.detach()[0, :o, :c].contiguous()
-            if self.upsample:  # conv_transpose2d takes [c, o, k, k]
-                k = k.transpose(0, 1)
+            w = self.weight.detach()[0, :o, :c]
+            k = w.transpose(0, 1) if self.upsample else w  # conv_transpose2d takes [c, o, k, k]
             k = k.contiguous(memory_format=torch.channels_last)  # as oneDNN wants it for channels-last maps
-            sq = self.weight.detach()[0, :o, :c].pow(2).sum([2, 3])
+            sq = w.pow(2).sum([2, 3])
             cache = [key, k, sq, None]
             self.__dict__["_kcache"] = cache
         return cache[1], cache[2]
