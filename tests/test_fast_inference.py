@@ -19,8 +19,9 @@ from asap.nn.winograd import conv3x3_winograd, winograd_filter
 from tests.conftest import fixture_dir
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 6, 10), (2, 5, 7, 9), (1, 3, 1, 1), (3, 16, 2, 3)])
+@pytest.mark.parametrize("shape", [(1, 8, 6, 10), (2, 5, 7, 9), (1, 3, 1, 1), (3, 16, 2, 3), (4, 8, 63, 64)])
 def test_winograd_conv_equals_direct(shape):
+    """(4, 8, 63, 64) has 2048 tiles: its float32 GEMMs run as oneDNN 1x1 convs, the others as one bmm."""
     torch.manual_seed(0)
     b, c, h, w = shape
     x = torch.randn(b, c, h, w)
@@ -33,6 +34,20 @@ def test_winograd_conv_equals_direct(shape):
     # in float64 the identity holds to float64 rounding
     assert torch.allclose(conv3x3_winograd(x.double(), winograd_filter(weight.double()), bias.double()), exact,
                           atol=1e-12)
+
+
+def test_winograd_tile_products_take_the_onednn_path_from_the_tile_threshold(monkeypatch):
+    import asap.nn.winograd as wino
+    calls, conv2d = [], F.conv2d
+    monkeypatch.setattr(wino.F, "conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    x, weight = torch.randn(1, 4, 2 * 16, 2 * 32), torch.randn(5, 4, 3, 3)  # 512 tiles
+    ref = F.conv2d(x, weight, padding=1)
+    for threshold, used in ((513, False), (512, True)):
+        monkeypatch.setattr(wino, "ONEDNN_MIN_TILES", threshold)
+        calls.clear()
+        got = conv3x3_winograd(x, winograd_filter(weight))
+        assert bool(calls) == used and (len(calls) == 16 or not used)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_winograd_rejects_wrong_filter():

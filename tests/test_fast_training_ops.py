@@ -33,6 +33,27 @@ def test_upsample_conv3x3_equals_nearest_upsample_then_conv_in_float64(shape):
     assert torch.autograd.gradcheck(upsample_conv3x3, (x, w))
 
 
+def test_upsample_conv3x3_gradients_write_every_element():
+    """The phase-map gradient is allocated empty and only its unread border is zeroed: with uninitialised memory
+    filled with NaN, the input and weight gradients must still equal the plain layers' exactly-summed ones."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 4, 8, 10, generator=g, dtype=torch.float64)
+    ref = torch.autograd.grad(F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1), (x, w), up)
+    was = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        got = torch.autograd.grad(upsample_conv3x3(x, w), (x, w), up)
+    finally:
+        torch.use_deterministic_algorithms(was[0])
+        torch.utils.deterministic.fill_uninitialized_memory = was[1]
+    for a, b in zip(got, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_fused_up_blocks_match_the_plain_layers_and_update_spectral_norm_alike(train):
     torch.manual_seed(0)
@@ -67,11 +88,14 @@ def test_fastgan_networks_switch_every_up_block_and_keep_their_outputs():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_lpips_loss_equals_the_library_value_and_gradient_in_float64():
+@pytest.mark.parametrize("channels_last", [None, False])
+def test_lpips_loss_equals_the_library_value_and_gradient_in_float64(channels_last):
     torch.manual_seed(0)
     lib = build_lpips("alex", pretrained=False).double()
-    loss = LPIPSLoss(lib)
+    loss = LPIPSLoss(lib, channels_last=channels_last)
     x = torch.randn(3, 3, 48, 40, dtype=torch.float64, requires_grad=True)
+    # default on CPU: the backbone runs channels-last; False keeps the input's layout
+    assert loss._features(x)[0].is_contiguous(memory_format=torch.channels_last) == (channels_last is None)
     y = torch.randn(3, 3, 48, 40, dtype=torch.float64)
     want = lib(x, y).reshape(-1)
     (g_want,) = torch.autograd.grad((want * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), x)

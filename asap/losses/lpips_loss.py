@@ -30,6 +30,28 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
     return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + EPS)
 
 
+class _ChannelsLast(torch.autograd.Function):
+    """x in channels-last layout; its gradient goes back in x's own layout, so the network that made x (FastGAN's
+    decoders) runs its backward in the layout it was built for."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad.contiguous(memory_format=torch.channels_last if ctx.channels_last else torch.contiguous_format)
+
+
+def _take(m: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``m.index_select(0, index)`` in m's memory layout; for channels-last m through its contiguous NHWC view
+    (index_select on the permuted tensor is a plain row gather, ~6x faster than on the strided one)."""
+    if m.dim() == 4 and not m.is_contiguous() and m.is_contiguous(memory_format=torch.channels_last):
+        return m.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
+    return m.index_select(0, index)
+
+
 class _UnitDistance(torch.autograd.Function):
     """Per-sample spatial mean of sum_c w_c (f_c / (|f| + eps) - m_c)^2; m constant."""
 
@@ -112,16 +134,22 @@ def use_winograd(net: nn.Module, min_channels: int) -> int:
 class LPIPSLoss(nn.Module):
     """Wraps an ``lpips.LPIPS`` (v0.1, linear heads): ``targets(y)`` once, then ``distance(x, targets, index)``.
 
-    The LPIPS module's weights are used as they are (frozen); only the input ``x`` gets gradients."""
+    The LPIPS module's weights are used as they are (frozen); only the input ``x`` gets gradients. The backbone runs
+    on channels-last maps where ``channels_last`` says so (default None: on CPU, where oneDNN's NHWC convolutions
+    make FastGAN's three LPIPS passes ~12% faster, forward and input gradient; same values up to rounding)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, channels_last: bool | None = None) -> None:
         super().__init__()
+        self.channels_last = channels_last
         if not getattr(model, "lpips", False) or str(getattr(model, "version", "")) != "0.1":
             raise ValueError("LPIPSLoss needs an lpips.LPIPS v0.1 model with linear heads (lpips=True)")
         self.model = model
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model.net.forward(self.model.scaling_layer(x)))
+        x = self.model.scaling_layer(x)
+        if self.channels_last if self.channels_last is not None else x.device.type == "cpu":
+            x = _ChannelsLast.apply(x)
+        return list(self.model.net.forward(x))
 
     def _weights(self) -> list[torch.Tensor]:
         return [lin.model[-1].weight.reshape(-1) for lin in self.model.lins]
@@ -137,7 +165,7 @@ class LPIPSLoss(nn.Module):
         total = x.new_zeros(x.shape[0])
         for f, m, w in zip(self._features(x), targets, self._weights()):
             if index is not None:
-                m = m.index_select(0, index)
+                m = _take(m, index)
             total = total + _UnitDistance.apply(f, m.to(f.dtype), w.to(f.dtype))
         return total
 

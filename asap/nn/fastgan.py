@@ -91,10 +91,13 @@ class _Interleave(torch.autograd.Function):
         b, _, o, h1, w1 = ctx.shape
         h, w = h1 - 1, w1 - 1
         g = grad.reshape(b, o, h, 2, w, 2)
-        gy = grad.new_zeros(ctx.shape)
+        gy = grad.new_empty(ctx.shape)
         for a in range(2):
             for c in range(2):
-                gy[:, 2 * a + c, :, a:a + h, c:c + w] = g[:, :, :, a, :, c]
+                p = gy[:, 2 * a + c]
+                p[:, :, a:a + h, c:c + w] = g[:, :, :, a, :, c]
+                p[:, :, h * (1 - a)].zero_()  # the row and column this phase never reads: zero, not the whole map
+                p[:, :, :, w * (1 - c)].zero_()
         return gy
 
 

@@ -276,7 +276,7 @@ class ModulatedConv2d(nn.Module):
         return cache[1], cache[2]
 
     def _winograd_cache(self, o: int, c: int) -> torch.Tensor:
-        """The cached kernel's Winograd F(2x2,3x3) transform [16, c, o], made on first use."""
+        """The cached kernel's Winograd F(2x2,3x3) transform [16, o, c], made on first use."""
         self._kernel_cache(o, c)
         cache = self.__dict__["_kcache"]
         if cache[3] is None:
