@@ -119,6 +119,7 @@ RULES: dict[str, list[tuple[str, tuple[Check, str]]]] = {
         ("model.optim.d_steps_per_g", int_at_least(1)),
         ("model.loss.lambda_*", number_at_least(0)),
         ("model.loss.lpips_winograd_min_channels", optional(int_at_least(1))),
+        ("model.loss.lpips_winograd_tile", one_of(2, 4)),
         ("data.batch_size", int_at_least(1)),
         ("data.num_workers", int_at_least(0)),
         ("data.label_nc", int_at_least(1)),

@@ -36,6 +36,26 @@ def test_winograd_conv_equals_direct(shape):
                           atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 8, 8), (2, 5, 7, 9), (1, 3, 1, 1), (3, 16, 2, 6), (2, 8, 63, 64)])
+def test_winograd_4x4_conv_equals_direct(shape):
+    """F(4x4, 3x3): exact in float64 (whole and cropped 4x4 tiles); in float32 within a few 1e-6 of the output's
+    scale (measured 0.5-1.6e-6 here, 3-10x the direct conv's rounding). (2, 8, 63, 64) has 2048 tiles (the
+    oneDNN path)."""
+    torch.manual_seed(0)
+    b, c, h, w = shape
+    x = torch.randn(b, c, h, w)
+    weight, bias = torch.randn(6, c, 3, 3), torch.randn(6)
+    u = winograd_filter(weight, tile=4)
+    assert u.shape == (36, 6, c) and u.dtype == torch.float32
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    got = conv3x3_winograd(x, u, bias)
+    assert got.shape == exact.shape == (b, 6, h, w)
+    assert got.is_contiguous(memory_format=torch.channels_last) or h % 4 or w % 4  # else a crop of whole tiles
+    assert (got - exact).abs().max() <= 5e-6 * exact.abs().max()
+    assert torch.allclose(conv3x3_winograd(x.double(), winograd_filter(weight.double(), 4), bias.double()), exact,
+                          atol=1e-12)
+
+
 def test_winograd_tile_products_take_the_onednn_path_from_the_tile_threshold(monkeypatch):
     import asap.nn.winograd as wino
     calls, conv2d = [], F.conv2d
@@ -48,6 +68,14 @@ def test_winograd_tile_products_take_the_onednn_path_from_the_tile_threshold(mon
         got = conv3x3_winograd(x, winograd_filter(weight))
         assert bool(calls) == used and (len(calls) == 16 or not used)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    x = torch.randn(1, 4, 4 * 16, 4 * 32)  # F(4x4, 3x3): 512 tiles, 36 GEMMs
+    ref = F.conv2d(x, weight, padding=1)
+    for threshold, used in ((513, False), (512, True)):
+        monkeypatch.setattr(wino, "ONEDNN_MIN_TILES", threshold)
+        calls.clear()
+        got = conv3x3_winograd(x, winograd_filter(weight, 4))
+        assert bool(calls) == used and (len(calls) == 36 or not used)
+        assert (got - ref).abs().max() <= 5e-6 * ref.abs().max()
 
 
 def test_winograd_rejects_wrong_filter():
@@ -55,6 +83,10 @@ def test_winograd_rejects_wrong_filter():
         winograd_filter(torch.zeros(4, 4, 5, 5))
     with pytest.raises(ValueError, match="does not take 3 input channels"):
         conv3x3_winograd(torch.zeros(1, 3, 4, 4), winograd_filter(torch.zeros(2, 4, 3, 3)))
+    with pytest.raises(ValueError, match="does not take 3 input channels"):
+        conv3x3_winograd(torch.zeros(1, 3, 4, 4), torch.zeros(25, 2, 3))  # neither 16 nor 36 positions
+    with pytest.raises(ValueError, match=r"tile must be one of \(2, 4\), got 3"):
+        winograd_filter(torch.zeros(2, 4, 3, 3), tile=3)
 
 
 def test_conv_norm_act_winograd_filter_follows_weight_updates():

@@ -155,14 +155,16 @@ def test_keep_freed_memory_applies_once_and_leaves_a_user_malloc_setting_alone()
         assert out.returncode == 0 and out.stdout.split("\n")[0] == "False False True", (key, out.stderr)
 
 
-def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient():
+@pytest.mark.parametrize("tile", [2, 4])
+def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient(tile):
     from asap.losses.lpips_loss import FrozenConv3x3
 
     torch.manual_seed(0)
     for bias in (True, False):
         conv = torch.nn.Conv2d(6, 5, 3, padding=1, bias=bias).double().requires_grad_(False)
-        fast = FrozenConv3x3(conv)
-        for h, w in ((8, 8), (7, 5)):  # odd sizes: whole 2x2 tiles, cropped
+        fast = FrozenConv3x3(conv, tile=tile)
+        assert fast.tile == tile
+        for h, w in ((8, 8), (7, 5), (10, 6)):  # sizes off the tile: whole tiles, cropped
             x = torch.randn(2, 6, h, w, dtype=torch.float64, requires_grad=True)
             g = torch.randn(2, 5, h, w, dtype=torch.float64)
             want = conv(x)
@@ -180,6 +182,8 @@ def test_frozen_winograd_conv_equals_the_conv_forward_and_input_gradient():
         torch.testing.assert_close(fast(x), conv(x), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="3x3 stride-1 padding-1"):
         FrozenConv3x3(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    with pytest.raises(ValueError, match=r"tile must be one of \(2, 4\), got 8"):
+        FrozenConv3x3(torch.nn.Conv2d(4, 4, 3, padding=1), tile=8)
 
 
 def test_use_winograd_swaps_only_wide_frozen_3x3_convs_and_keeps_lpips():
@@ -193,6 +197,7 @@ def test_use_winograd_swaps_only_wide_frozen_3x3_convs_and_keeps_lpips():
     # VGG16 3x3 convs with >= 128 inputs: conv2_2, conv3_1..3_3, conv4_1..4_3, conv5_1..5_3
     assert use_winograd(fast.net, 128) == 10
     assert sum(isinstance(m, FrozenConv3x3) for m in fast.modules()) == 10
+    assert {m.tile for m in fast.modules() if isinstance(m, FrozenConv3x3)} == {4}  # F(4x4, 3x3) by default
     trained = torch.nn.Sequential(torch.nn.Conv2d(256, 256, 3, padding=1))  # requires grad: left alone
     assert use_winograd(trained, 1) == 0
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from asap.nn.winograd import conv3x3_winograd, winograd_filter
+from asap.nn.winograd import TILES, conv3x3_winograd, winograd_filter
 from asap.utils.cache import tensor_key
 
 EPS = 1e-10  # lpips.normalize_tensor's
@@ -83,8 +83,9 @@ class _UnitDistance(torch.autograd.Function):
 
 
 class _FrozenWinograd(torch.autograd.Function):
-    """3x3 stride-1 conv with a frozen kernel as Winograd F(2x2, 3x3), forward and input gradient (the gradient
-    of a padding-1 3x3 conv is the same conv with the kernel flipped and in/out swapped)."""
+    """3x3 stride-1 conv with a frozen kernel as Winograd (F(2x2, 3x3) or F(4x4, 3x3) by the filters' shape),
+    forward and input gradient (the gradient of a padding-1 3x3 conv is the same conv with the kernel flipped and
+    in/out swapped)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, u: torch.Tensor, u_back: torch.Tensor,  # type: ignore[override]
@@ -100,39 +101,46 @@ class _FrozenWinograd(torch.autograd.Function):
 
 
 class FrozenConv3x3(nn.Module):
-    """A frozen 3x3, stride-1, padding-1 ``nn.Conv2d`` run as Winograd (2.25x fewer multiplies; pays off for wide
-    layers on CPU); gradients flow to the input only. Filters are transformed once per weight version."""
+    """A frozen 3x3, stride-1, padding-1 ``nn.Conv2d`` run as Winograd F(tile x tile, 3x3) (``tile`` 4: 4x fewer
+    multiplies, 2: 2.25x; pays off for wide layers on CPU); gradients flow to the input only. Filters are
+    transformed once per weight version."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, tile: int = 4) -> None:
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
                 or conv.dilation != (1, 1):
             raise ValueError("FrozenConv3x3 takes a 3x3 stride-1 padding-1 convolution")
+        if tile not in TILES:
+            raise ValueError(f"Winograd output tile must be one of {TILES}, got {tile}")
         self.conv = conv
+        self.tile = int(tile)
         self._filters: tuple | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
-        key = tensor_key(w)
+        key = (tensor_key(w), self.tile)
         if self._filters is None or self._filters[0] != key:
-            self._filters = (key, winograd_filter(w.detach()),
-                             winograd_filter(w.detach().flip(2, 3).transpose(0, 1)))
+            self._filters = (key, winograd_filter(w.detach(), self.tile),
+                             winograd_filter(w.detach().flip(2, 3).transpose(0, 1), self.tile))
         bias = None if self.conv.bias is None else self.conv.bias.detach()
         return _FrozenWinograd.apply(x, self._filters[1], self._filters[2], bias)
 
+    def extra_repr(self) -> str:
+        return f"tile={self.tile}"
 
-def use_winograd(net: nn.Module, min_channels: int) -> int:
+
+def use_winograd(net: nn.Module, min_channels: int, tile: int = 4) -> int:
     """Swap every frozen 3x3 stride-1 conv of ``net`` with at least ``min_channels`` inputs for FrozenConv3x3
-    (in place); returns how many were swapped."""
+    (in place, F(tile x tile, 3x3)); returns how many were swapped."""
     swapped = 0
     for name, child in list(net.named_children()):
         if isinstance(child, nn.Conv2d) and child.kernel_size == (3, 3) and child.stride == (1, 1) \
                 and child.padding == (1, 1) and child.groups == 1 and child.in_channels >= min_channels \
                 and not child.weight.requires_grad:
-            setattr(net, name, FrozenConv3x3(child))
+            setattr(net, name, FrozenConv3x3(child, tile))
             swapped += 1
         else:
-            swapped += use_winograd(child, min_channels)
+            swapped += use_winograd(child, min_channels, tile)
     return swapped
 
 

@@ -96,10 +96,13 @@ class FastGANTask(Task):
             if self.rec_weight > 0 else None
         if self.lpips is not None and not self.lpips_pretrained:
             self.notes.append("reconstruction LPIPS uses a RANDOM backbone (model.loss.lpips_pretrained=false)")
-        wino = loss.get("lpips_winograd_min_channels", 256)
+        wino = loss.get("lpips_winograd_min_channels", 128)
         self.lpips_winograd = None if wino is None else int(wino)
         if self.lpips_winograd is not None and self.lpips_winograd < 1:
             raise AsapError(f"model.loss.lpips_winograd_min_channels must be >= 1 or null, got {wino}")
+        self.lpips_winograd_tile = loss.get("lpips_winograd_tile", 4)
+        if self.lpips_winograd_tile not in (2, 4):
+            raise AsapError(f"model.loss.lpips_winograd_tile must be 2 or 4, got {self.lpips_winograd_tile}")
 
         aug = dict(augment or {})
         try:
@@ -132,7 +135,8 @@ class FastGANTask(Task):
         if self.lpips is not None:
             self.lpips.to(device)
             if torch.device(device).type == "cpu" and self.lpips_winograd is not None:
-                use_winograd(self.lpips.net, self.lpips_winograd)  # CPU only: cuDNN picks its own algorithms
+                # CPU only: cuDNN picks its own algorithms
+                use_winograd(self.lpips.net, self.lpips_winograd, self.lpips_winograd_tile)
         if self.channels_last:  # NHWC convolutions (same values): tensor cores on CUDA
             for net in (self.G, self.G_ema, self.D, self.lpips):
                 if net is not None:
