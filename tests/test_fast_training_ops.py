@@ -208,3 +208,28 @@ def test_use_winograd_swaps_only_wide_frozen_3x3_convs_and_keeps_lpips():
     (g_got,) = torch.autograd.grad(got.sum(), x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-12)
+
+
+def test_lpips_with_winograd_4x4_in_float32_is_as_close_to_float64_as_the_library():
+    """F(4x4, 3x3) changes only float rounding: in float32 the LPIPS value and input gradient through it are as
+    close to the float64 ones as the library's own float32 computation is."""
+    import copy
+
+    from asap.losses.lpips_loss import use_winograd
+
+    torch.manual_seed(0)
+    lib = build_lpips("vgg", pretrained=False)
+    fast = copy.deepcopy(lib)
+    assert use_winograd(fast.net, 128, tile=4) == 10
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
+    y = torch.rand(2, 3, 64, 64) * 2 - 1
+    x64 = x.detach().double().requires_grad_()
+    exact = LPIPSLoss(copy.deepcopy(lib).double())(x64, y.double())
+    (g_exact,) = torch.autograd.grad(exact.sum(), x64)
+    errors = {}
+    for name, net in (("library", lib), ("winograd", fast)):
+        value = LPIPSLoss(net)(x, y)
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        assert ((value.double() - exact).abs() / exact).max() < 1e-6
+        errors[name] = ((grad.double() - g_exact).norm() / g_exact.norm()).item()
+    assert errors["winograd"] <= 1.5 * errors["library"] + 1e-6, errors
