@@ -277,6 +277,66 @@ def test_wide_low_resolution_convs_run_as_winograd_with_the_same_values():
     assert fast_macs < direct_macs
 
 
+@pytest.mark.parametrize("c,o,h,w", [(8, 8, 12, 16), (16, 3, 5, 6), (3, 1, 1, 2)])
+def test_thin_convs_paired_by_columns_equal_the_direct_conv(c, o, h, w):
+    """The column-paired 3x3 conv (thin layers on CPU) gives the direct conv's values, as a channels-last view of
+    its output."""
+    from asap.nn.stylegan import conv3x3_paired_columns
+
+    torch.manual_seed(0)
+    x = torch.randn(1, c, h, w, dtype=torch.float64)
+    weight, bias = torch.randn(o, c, 3, 3, dtype=torch.float64), torch.randn(o, dtype=torch.float64)
+    for b in (bias, None):
+        want = torch.nn.functional.conv2d(x, weight, b, padding=1)
+        got = conv3x3_paired_columns(x, weight, b)
+        assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    got32 = conv3x3_paired_columns(x.float(), weight.float(), bias.float())
+    torch.testing.assert_close(got32, torch.nn.functional.conv2d(x.float(), weight.float(), bias.float(), padding=1),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_modulated_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkeypatch):
+    """ModulatedConv2d takes the column-paired conv at batch-1 CPU inference for <= PAIRED_MAX_CHANNELS outputs
+    and even widths, with the grouped conv's values; fast_inference=False, odd widths and wider layers do not."""
+    import asap.nn.stylegan as sg
+
+    torch.manual_seed(0)
+    c, o, h, w = 8, sg.PAIRED_MAX_CHANNELS, 12, 16  # maps outweigh the kernel: the modulated-kernel path
+    x = torch.randn(1, c, h, w, dtype=torch.float64)
+    m = sg.ModulatedConv2d(c, o, 3, 16).double()
+    style = torch.randn(1, 16, dtype=torch.float64)
+    want = m(x, style).detach()  # autograd on: the grouped conv
+    calls, real = [], sg.conv3x3_paired_columns
+    monkeypatch.setattr(sg, "conv3x3_paired_columns", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
+        assert len(calls) == 1
+        m.fast = False
+        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
+        m.fast = True
+        m(x[..., :w - 1], style)  # odd width
+        sg.ModulatedConv2d(c, o + 1, 3, 16).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("c,w", [(8, 16), (4, 12), (2, 8), (1, 32), (8, 15), (16, 8), (3, 6)])
+def test_pixel_map_add_spreads_over_thin_channels_like_the_broadcast(c, w):
+    """add_pixel_map_ (noise injection at inference): the GEMM form for channels-last maps with < 16 channels
+    gives the broadcast add's values; other shapes, layouts and dtypes take the broadcast add itself."""
+    from asap.nn.stylegan import add_pixel_map_
+
+    torch.manual_seed(0)
+    for fmt, dtype in ((torch.channels_last, torch.float32), (torch.contiguous_format, torch.float32),
+                       (torch.channels_last, torch.float64)):
+        out = torch.randn(1, c, 5, w, dtype=dtype).contiguous(memory_format=fmt)
+        m, scale = torch.randn(1, 1, 5, w, dtype=dtype), torch.tensor([0.7], dtype=dtype)
+        want = out + m * scale
+        got = add_pixel_map_(out, m, scale)
+        assert got is out and got.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_config_f_parameter_counts():
     G = StyleGAN2Generator(1024)
     assert sum(p.numel() for p in G.synthesis.parameters()) == 28_268_812  # the MobileStyleGAN paper's 28.27M
