@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from asap.nn.winograd import TILES, conv3x3_winograd, winograd_filter
 from asap.utils.cache import tensor_key
+from asap.utils.layout import stored_nhwc
 
 EPS = 1e-10  # lpips.normalize_tensor's
 
@@ -30,18 +31,13 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
     return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + EPS)
 
 
-def _stored_nhwc(t: torch.Tensor) -> bool:
-    """Whether ``t`` is laid out channels-last and not also plain contiguous (as one-channel or 1x1 maps are)."""
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
 class _ChannelsLast(torch.autograd.Function):
     """x in channels-last layout; its gradient goes back in x's own layout, so the network that made x (FastGAN's
     decoders) runs its backward in the layout it was built for."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.channels_last = _stored_nhwc(x)
+        ctx.channels_last = stored_nhwc(x)
         return x.contiguous(memory_format=torch.channels_last)
 
     @staticmethod
@@ -52,7 +48,7 @@ class _ChannelsLast(torch.autograd.Function):
 def _take(m: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``m.index_select(0, index)`` in m's memory layout; for channels-last m through its contiguous NHWC view
     (index_select on the permuted tensor is a plain row gather, ~6x faster than on the strided one)."""
-    if _stored_nhwc(m):
+    if stored_nhwc(m):
         return m.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
     return m.index_select(0, index)
 

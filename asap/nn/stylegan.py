@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
 from asap.utils.cache import tensor_key
+from asap.utils.layout import stored_nhwc
 
 SQRT2 = math.sqrt(2.0)
 WINOGRAD_MIN_CHANNELS = 256  # batch-1 CPU inference: wide low-resolution 3x3 convs run as Winograd F(2x2,3x3)
@@ -183,18 +184,13 @@ def add_pixel_map_(out: torch.Tensor, m: torch.Tensor, scale: torch.Tensor) -> t
     b, c, h, w = out.shape
     k = 16 // c if c < 16 and 16 % c == 0 else 0
     if k and w % k == 0 and b == 1 and out.device.type == "cpu" and out.dtype == m.dtype == torch.float32 \
-            and _stored_nhwc(out) and m.shape == (1, 1, h, w):
+            and stored_nhwc(out) and m.shape == (1, 1, h, w):
         rows = out.permute(0, 2, 3, 1).view(h * w // k, k * c)
         spread = torch.kron(torch.eye(k, dtype=out.dtype, device=out.device),
                             scale.to(out.dtype).reshape(1, 1).expand(1, c))
         rows.addmm_(m.reshape(h * w // k, k), spread)
         return out
     return out.add_(m * scale)
-
-
-def _stored_nhwc(t: torch.Tensor) -> bool:
-    """Laid out channels-last and not also plain contiguous (as one-channel or 1x1 maps are)."""
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 # -- equalised layers -----------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ back to an output tile.
 - F(4x4, 3x3): 6x6 tiles, 36 instead of 144 multiplies per 4x4 output (4x fewer). Its interpolation points are
   0, 1, -1, 2, -1/2 and infinity: the data and output transforms then have dyadic (exact) entries, and the float32
   error is 1-5e-6 of the output's scale (2-3x oneDNN's direct convolution on VGG-sized layers, up to 10x on thin
-  ones; the textbook points 0, +-1, +-2 gave 2.6x more): ample for a loss network, not bit-level parity. With batched maps (FastGAN's LPIPS at batch 16-24, 128-512
-  channels) it is 1.1-1.4x faster than F(2x2, 3x3) on 2 CPU cores, and faster than direct from 128 channels.
+  ones; the textbook points 0, +-1, +-2 gave 2.6x more): ample for a loss network, not bit-level parity. With
+  batched maps (FastGAN's LPIPS at batch 16-24, 128-512 channels) it is 1.1-1.4x faster than F(2x2, 3x3) on 2 CPU
+  cores, and faster than the direct conv from 128 channels on.
 Elsewhere the direct convolution is faster.
 """
 from __future__ import annotations
@@ -63,9 +64,10 @@ def winograd_filter(weight: torch.Tensor, tile: int = 2) -> torch.Tensor:
 
 def _tile_products(v: torch.Tensor, u: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
     """The GEMMs v[k] @ u[k]^T ([n, c] x [c, o] -> [n, o]), one per tile position (16 or 36). On CPU in float32
-    with many tiles each runs as a 1x1 convolution of a channels-last [1, c, n, 1] view: oneDNN's kernels beat the BLAS batched matmul there by
-    10-35% (a whole F(2x2,3x3) conv at batch 24, 256 channels, 32 px: 92 vs 142 ms on 2 AVX-512 cores). Below
-    ONEDNN_MIN_TILES tiles oneDNN's per-call reorder of the filter costs more than it saves: one batched matmul."""
+    with many tiles each runs as a 1x1 convolution of a channels-last [1, c, n, 1] view: oneDNN's kernels beat the
+    BLAS batched matmul there by 10-35% (a whole F(2x2,3x3) conv at batch 24, 256 channels, 32 px: 92 vs 142 ms on
+    2 AVX-512 cores). Below ONEDNN_MIN_TILES tiles oneDNN's per-call reorder of the filter costs more than it saves:
+    one batched matmul."""
     n, c = v.shape[1:]
     o = u.shape[1]
     if v.device.type != "cpu" or v.dtype != torch.float32 or n < ONEDNN_MIN_TILES \
