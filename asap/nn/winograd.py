@@ -17,6 +17,8 @@ Elsewhere the direct convolution is faster.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -77,10 +79,14 @@ def _tile_products(v: torch.Tensor, u: torch.Tensor) -> list[torch.Tensor] | tor
             .reshape(n, o) for k in range(v.shape[0])]
 
 
-def _kron(rows: tuple, like: torch.Tensor) -> torch.Tensor:
-    """kron(M, M) for a transform matrix M given as rows: the 2-D transform of a flattened tile as one matrix."""
-    m = torch.tensor(rows, dtype=torch.float64)
-    return torch.kron(m, m).to(device=like.device, dtype=like.dtype)
+@functools.lru_cache(maxsize=None)
+def _kron(rows: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """kron(M, M) for a transform matrix M given as rows: the 2-D transform of a flattened tile as one matrix, made
+    once per dtype and device (read-only: callers only multiply by it; a normal tensor even when first made under
+    inference mode, so autograd may use it later)."""
+    with torch.inference_mode(False):
+        m = torch.tensor(rows, dtype=torch.float64)
+        return torch.kron(m, m).to(device=device, dtype=dtype)
 
 
 def _conv3x3_winograd_4x4(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -94,10 +100,10 @@ def _conv3x3_winograd_4x4(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor |
     sb, sh, sw, _ = xp.stride()
     n = b * th * tw
     d = xp.as_strided((6, 6, b, th, tw, c), (sh, sw, sb, 4 * sh, 4 * sw, 1)).reshape(36, n * c)
-    v = torch.mm(_kron(_BT4, x), d).view(36, n, c)
+    v = torch.mm(_kron(_BT4, x.dtype, x.device), d).view(36, n, c)
     prods = _tile_products(v, u)
     m = torch.stack(prods) if isinstance(prods, list) else prods
-    y = torch.mm(_kron(_AT4, x), m.view(36, n * o)).view(4, 4, b, th, tw, o)
+    y = torch.mm(_kron(_AT4, x.dtype, x.device), m.view(36, n * o)).view(4, 4, b, th, tw, o)
     out = torch.empty(b, o, 4 * th, 4 * tw, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     out.permute(0, 2, 3, 1).view(b, th, 4, tw, 4, o).copy_(y.permute(2, 3, 0, 4, 1, 5))
     if bias is not None:

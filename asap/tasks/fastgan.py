@@ -25,6 +25,7 @@ from asap.errors import AsapError
 from asap.losses.lpips_loss import LPIPSLoss, use_winograd
 from asap.models.fastgan import crop_quadrant
 from asap.nn.diffaugment import N_PARAMS, diff_augment, parse_policy
+from asap.nn.winograd import TILES
 from asap.pretrained.native import build
 from asap.tasks.base import Phase, StepContext, Task
 from asap.training.ema import EMA
@@ -101,8 +102,9 @@ class FastGANTask(Task):
         if self.lpips_winograd is not None and self.lpips_winograd < 1:
             raise AsapError(f"model.loss.lpips_winograd_min_channels must be >= 1 or null, got {wino}")
         self.lpips_winograd_tile = loss.get("lpips_winograd_tile", 4)
-        if self.lpips_winograd_tile not in (2, 4):
-            raise AsapError(f"model.loss.lpips_winograd_tile must be 2 or 4, got {self.lpips_winograd_tile}")
+        if self.lpips_winograd_tile not in TILES:
+            raise AsapError(f"model.loss.lpips_winograd_tile must be {' or '.join(map(str, TILES))}, "
+                            f"got {self.lpips_winograd_tile}")
 
         aug = dict(augment or {})
         try:
