@@ -207,6 +207,12 @@ def test_skip_upsampler_bilinear_form_equals_the_fir_filter():
         ref = upfirdn2d(x, up.kernel, up=2, pad=up.pad)
         torch.testing.assert_close(upsample_1331(x), ref, rtol=0, atol=1e-12)
         torch.testing.assert_close(up(x), ref, rtol=0, atol=1e-12)
+        with torch.no_grad():  # inference: the strided lerp form
+            y = upsample_1331(x)
+            assert y.shape == ref.shape and y.is_contiguous()
+            torch.testing.assert_close(y, ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(upsample_1331(x.contiguous(memory_format=torch.channels_last)), ref,
+                                       rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(upsample_1331, (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True),))
     x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     with torch.no_grad():
@@ -317,6 +323,61 @@ def test_modulated_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkey
         m.fast = True
         m(x[..., :w - 1], style)  # odd width
         sg.ModulatedConv2d(c, o + 1, 3, 16).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("c,o,h,w", [(16, 8, 6, 10), (5, 3, 7, 5), (3, 1, 1, 1)])
+def test_thin_upsampling_convs_paired_by_columns_equal_transposed_conv_and_blur(c, o, h, w):
+    """upconv3x3_paired_columns (thin upsampling layers on CPU) gives the stride-2 transposed conv followed by the
+    padded 4x4 blur and the bias, as a channels-last view; an asymmetric separable blur checks the tap order."""
+    from asap.nn.stylegan import separable_taps, upconv3x3_paired_columns
+
+    torch.manual_seed(0)
+    x = torch.randn(1, c, h, w, dtype=torch.float64)
+    weight, bias = torch.randn(o, c, 3, 3, dtype=torch.float64), torch.randn(o, dtype=torch.float64)
+    blurs = [make_kernel((1, 3, 3, 1)).double() * 4,
+             torch.outer(torch.tensor([1.0, 2, 3, 4]), torch.tensor([4.0, 1, 2, 0.5])).double()]
+    assert separable_taps(torch.rand(4, 4, dtype=torch.float64)) is None
+    for kernel in blurs:
+        taps = separable_taps(kernel)
+        for b in (bias, None):
+            want = upfirdn2d(torch.nn.functional.conv_transpose2d(x, weight.transpose(0, 1), stride=2), kernel,
+                             pad=(1, 1), bias=b)
+            got = upconv3x3_paired_columns(x, weight, *taps, b)
+            assert got.shape == want.shape == (1, o, 2 * h, 2 * w)
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    want32 = upfirdn2d(torch.nn.functional.conv_transpose2d(x.float(), weight.float().transpose(0, 1), stride=2),
+                       blurs[0].float(), pad=(1, 1), bias=bias.float())
+    got32 = upconv3x3_paired_columns(x.float(), weight.float(), *separable_taps(blurs[0].float()), bias.float())
+    torch.testing.assert_close(got32, want32, rtol=1e-5, atol=1e-5)
+
+
+def test_modulated_upsampling_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkeypatch):
+    """An upsampling ModulatedConv2d with <= PAIRED_MAX_CHANNELS outputs takes the column-paired transposed conv at
+    batch-1 CPU inference, with the grouped path's values; fast_inference=False, wider layers and a loaded blur
+    that is not separable do not."""
+    import asap.nn.stylegan as sg
+
+    torch.manual_seed(0)
+    c, o, side = 8, sg.PAIRED_MAX_CHANNELS, 12  # maps outweigh the kernel: the modulated-kernel path
+    x, style = torch.randn(1, c, side, side, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
+    m = sg.ModulatedConv2d(c, o, 3, 16, upsample=True).double()
+    want = m(x, style).detach()  # autograd on: the grouped transposed conv and the blur
+    calls, real = [], sg.upconv3x3_paired_columns
+    monkeypatch.setattr(sg, "upconv3x3_paired_columns", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
+        assert len(calls) == 1
+        m.fast = False
+        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
+        m.fast = True
+        sg.ModulatedConv2d(c, o + 1, 3, 16, upsample=True).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
+        assert len(calls) == 1
+        m.blur.kernel.copy_(torch.rand(4, 4, dtype=torch.float64))  # a checkpoint with a non-separable filter
+    want = m(x, style).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
     assert len(calls) == 1
 
 
