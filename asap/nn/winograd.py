@@ -6,7 +6,9 @@ A 3x3, stride-1 convolution computed on overlapping input tiles: after the input
 back to an output tile.
 - F(2x2, 3x3): 4x4 tiles, 16 instead of 36 multiplies per 2x2 output (2.25x fewer MACs). The transforms only add,
   subtract and halve, so float32 results match direct convolution to rounding (~1e-7 relative). It pays off on CPU
-  for wide layers at small spatial size (ASAPNet's 1024-channel low-res stream), where the GEMMs dominate.
+  for wide layers at small spatial size (ASAPNet's 1024-channel low-res stream), where the GEMMs dominate. Below
+  ONEDNN_MIN_TILES tiles the transforms run as two GEMMs by kron(B^T, B^T) and kron(A^T, A^T), as for F(4x4);
+  above, as slab additions.
 - F(4x4, 3x3): 6x6 tiles, 36 instead of 144 multiplies per 4x4 output (4x fewer). Its interpolation points are
   0, 1, -1, 2, -1/2 and infinity: the data and output transforms then have dyadic (exact) entries, and the float32
   error is 1-5e-6 of the output's scale (2-3x oneDNN's direct convolution on VGG-sized layers, up to 10x on thin
@@ -32,6 +34,9 @@ _G4 = ((1, 0, 0), (-1 / 3, -1 / 3, -1 / 3), (1 / 3, -1 / 3, 1 / 3), (1 / 15, 2 /
        (-16 / 15, 8 / 15, -4 / 15), (0, 0, 1))
 _BT4 = ((1, 1.5, -2, -1.5, 1, 0), (0, -1, -2.5, -0.5, 1, 0), (0, 1, 0.5, -2.5, 1, 0), (0, -0.5, -1, 0.5, 1, 0),
         (0, 2, -1, -2, 1, 0), (0, 1, 1.5, -2, -1.5, 1))
+# F(2x2, 3x3): B^T [4, 4] and A^T [2, 4] (G is applied by winograd_filter)
+_BT2 = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_AT2 = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 
 def _g_rows(g0: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> list[torch.Tensor]:
@@ -89,26 +94,29 @@ def _kron(rows: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor
         return torch.kron(m, m).to(device=device, dtype=dtype)
 
 
-def _conv3x3_winograd_4x4(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """F(4x4, 3x3): gather the 6x6 tiles (stride 4) of the padded NHWC map as [36, tiles * C], transform them with
-    one GEMM by kron(B^T, B^T), the 36 channel GEMMs, one GEMM by kron(A^T, A^T) back to 4x4 tiles, and one copy
-    into the channels-last output."""
+def _conv3x3_winograd_kron(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, m: int) -> torch.Tensor:
+    """F(m x m, 3x3) with m = 4, or m = 2 on few tiles: gather the (m+2)x(m+2) tiles (stride m) of the padded NHWC
+    map as [(m+2)^2, tiles * C], transform them with one GEMM by kron(B^T, B^T), the channel GEMMs, one GEMM by
+    kron(A^T, A^T) back to m x m tiles, and one copy into the channels-last output. A handful of large ops instead of
+    dozens of small ones: for F(2x2) on a few hundred tiles (StyleGAN2's 512-wide 8-32 px layers) 0.2-0.3 ms of
+    ~2-5 ms per conv."""
     b, c, h, w = x.shape
-    o = u.shape[1]
-    th, tw = (h + 3) // 4, (w + 3) // 4
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + 4 * tw - w, 1, 1 + 4 * th - h)).contiguous()
+    o, r = u.shape[1], m + 2
+    bt, at = (_BT4, _AT4) if m == 4 else (_BT2, _AT2)
+    th, tw = (h + m - 1) // m, (w + m - 1) // m
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + m * tw - w, 1, 1 + m * th - h)).contiguous()
     sb, sh, sw, _ = xp.stride()
     n = b * th * tw
-    d = xp.as_strided((6, 6, b, th, tw, c), (sh, sw, sb, 4 * sh, 4 * sw, 1)).reshape(36, n * c)
-    v = torch.mm(_kron(_BT4, x.dtype, x.device), d).view(36, n, c)
+    d = xp.as_strided((r, r, b, th, tw, c), (sh, sw, sb, m * sh, m * sw, 1)).reshape(r * r, n * c)
+    v = torch.mm(_kron(bt, x.dtype, x.device), d).view(r * r, n, c)
     prods = _tile_products(v, u)
-    m = torch.stack(prods) if isinstance(prods, list) else prods
-    y = torch.mm(_kron(_AT4, x.dtype, x.device), m.view(36, n * o)).view(4, 4, b, th, tw, o)
-    out = torch.empty(b, o, 4 * th, 4 * tw, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    out.permute(0, 2, 3, 1).view(b, th, 4, tw, 4, o).copy_(y.permute(2, 3, 0, 4, 1, 5))
+    prods = torch.stack(prods) if isinstance(prods, list) else prods
+    y = torch.mm(_kron(at, x.dtype, x.device), prods.view(r * r, n * o)).view(m, m, b, th, tw, o)
+    out = torch.empty(b, o, m * th, m * tw, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out.permute(0, 2, 3, 1).view(b, th, m, tw, m, o).copy_(y.permute(2, 3, 0, 4, 1, 5))
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1)
-    return out if (4 * th, 4 * tw) == (h, w) else out[..., :h, :w]
+    return out if (m * th, m * tw) == (h, w) else out[..., :h, :w]
 
 
 def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,9 +129,11 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
     if u.dim() != 3 or u.shape[0] not in (16, 36) or u.shape[2] != c:
         raise ValueError(f"transformed filter {tuple(u.shape)} does not take {c} input channels")
     if u.shape[0] == 36:
-        return _conv3x3_winograd_4x4(x, u, bias)
+        return _conv3x3_winograd_kron(x, u, bias, 4)
     o = u.shape[1]
     th, tw = (h + 1) // 2, (w + 1) // 2
+    if b * th * tw < ONEDNN_MIN_TILES:  # few tiles: per-op overhead dominates the slab form below
+        return _conv3x3_winograd_kron(x, u, bias, 2)
     # zero padding 1 (the conv's), plus one more row/column on odd sizes so whole 2x2 output tiles cover it
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + 2 * tw - w, 1, 1 + 2 * th - h))  # [b, h+2, w+2, c]
 
