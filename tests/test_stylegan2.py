@@ -302,28 +302,37 @@ def test_thin_convs_paired_by_columns_equal_the_direct_conv(c, o, h, w):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_modulated_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkeypatch):
-    """ModulatedConv2d takes the column-paired conv at batch-1 CPU inference for <= PAIRED_MAX_CHANNELS outputs
-    and even widths, with the grouped conv's values; fast_inference=False, odd widths and wider layers do not."""
+@pytest.mark.parametrize("upsample,paired", [(False, "conv3x3_paired_columns"), (True, "upconv3x3_paired_columns")])
+def test_modulated_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkeypatch, upsample, paired):
+    """ModulatedConv2d takes the column-paired conv (or upsampling conv) at batch-1 CPU inference for
+    <= PAIRED_MAX_CHANNELS outputs, with the grouped path's values; fast_inference=False, wider layers, odd widths
+    (plain conv) and a loaded blur that is not separable (upsampling conv) do not."""
     import asap.nn.stylegan as sg
 
     torch.manual_seed(0)
     c, o, h, w = 8, sg.PAIRED_MAX_CHANNELS, 12, 16  # maps outweigh the kernel: the modulated-kernel path
-    x = torch.randn(1, c, h, w, dtype=torch.float64)
-    m = sg.ModulatedConv2d(c, o, 3, 16).double()
-    style = torch.randn(1, 16, dtype=torch.float64)
-    want = m(x, style).detach()  # autograd on: the grouped conv
-    calls, real = [], sg.conv3x3_paired_columns
-    monkeypatch.setattr(sg, "conv3x3_paired_columns", lambda *a: calls.append(1) or real(*a))
+    x, style = torch.randn(1, c, h, w, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
+    m = sg.ModulatedConv2d(c, o, 3, 16, upsample=upsample).double()
+    want = m(x, style).detach()  # autograd on: the grouped (transposed) conv
+    calls, real = [], getattr(sg, paired)
+    monkeypatch.setattr(sg, paired, lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
         assert len(calls) == 1
         m.fast = False
         torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
         m.fast = True
-        m(x[..., :w - 1], style)  # odd width
-        sg.ModulatedConv2d(c, o + 1, 3, 16).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
+        sg.ModulatedConv2d(c, o + 1, 3, 16, upsample=upsample).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
+        if upsample:
+            m.blur.kernel.copy_(torch.rand(4, 4, dtype=torch.float64))  # a checkpoint with a non-separable filter
+        else:
+            m(x[..., :w - 1], style)  # odd width
     assert len(calls) == 1
+    if upsample:
+        want = m(x, style).detach()
+        with torch.no_grad():
+            torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
+        assert len(calls) == 1
 
 
 @pytest.mark.parametrize("c,o,h,w", [(16, 8, 6, 10), (5, 3, 7, 5), (3, 1, 1, 1)])
@@ -351,34 +360,6 @@ def test_thin_upsampling_convs_paired_by_columns_equal_transposed_conv_and_blur(
                        blurs[0].float(), pad=(1, 1), bias=bias.float())
     got32 = upconv3x3_paired_columns(x.float(), weight.float(), *separable_taps(blurs[0].float()), bias.float())
     torch.testing.assert_close(got32, want32, rtol=1e-5, atol=1e-5)
-
-
-def test_modulated_upsampling_conv_pairs_columns_of_thin_layers_at_batch_1_inference(monkeypatch):
-    """An upsampling ModulatedConv2d with <= PAIRED_MAX_CHANNELS outputs takes the column-paired transposed conv at
-    batch-1 CPU inference, with the grouped path's values; fast_inference=False, wider layers and a loaded blur
-    that is not separable do not."""
-    import asap.nn.stylegan as sg
-
-    torch.manual_seed(0)
-    c, o, side = 8, sg.PAIRED_MAX_CHANNELS, 12  # maps outweigh the kernel: the modulated-kernel path
-    x, style = torch.randn(1, c, side, side, dtype=torch.float64), torch.randn(1, 16, dtype=torch.float64)
-    m = sg.ModulatedConv2d(c, o, 3, 16, upsample=True).double()
-    want = m(x, style).detach()  # autograd on: the grouped transposed conv and the blur
-    calls, real = [], sg.upconv3x3_paired_columns
-    monkeypatch.setattr(sg, "upconv3x3_paired_columns", lambda *a: calls.append(1) or real(*a))
-    with torch.no_grad():
-        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
-        assert len(calls) == 1
-        m.fast = False
-        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
-        m.fast = True
-        sg.ModulatedConv2d(c, o + 1, 3, 16, upsample=True).double()(x, style)  # wider than PAIRED_MAX_CHANNELS
-        assert len(calls) == 1
-        m.blur.kernel.copy_(torch.rand(4, 4, dtype=torch.float64))  # a checkpoint with a non-separable filter
-    want = m(x, style).detach()
-    with torch.no_grad():
-        torch.testing.assert_close(m(x, style), want, rtol=1e-12, atol=1e-12)
-    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("c,w", [(8, 16), (4, 12), (2, 8), (1, 32), (8, 15), (16, 8), (3, 6)])
