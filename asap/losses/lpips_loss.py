@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from asap.nn.winograd import TILES, conv3x3_winograd, winograd_filter
-from asap.utils.cache import tensor_key
+from asap.utils.cache import derived, tensor_key
 from asap.utils.layout import stored_nhwc
 
 EPS = 1e-10  # lpips.normalize_tensor's
@@ -110,16 +110,13 @@ class FrozenConv3x3(nn.Module):
             raise ValueError(f"Winograd output tile must be one of {TILES}, got {tile}")
         self.conv = conv
         self.tile = int(tile)
-        self._filters: tuple | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.conv.weight
-        key = (tensor_key(w), self.tile)
-        if self._filters is None or self._filters[0] != key:
-            self._filters = (key, winograd_filter(w.detach(), self.tile),
-                             winograd_filter(w.detach().flip(2, 3).transpose(0, 1), self.tile))
+        w = self.conv.weight.detach()
+        forward, backward = derived(self, "_filters", (tensor_key(w), self.tile), lambda: (
+            winograd_filter(w, self.tile), winograd_filter(w.flip(2, 3).transpose(0, 1), self.tile)))
         bias = None if self.conv.bias is None else self.conv.bias.detach()
-        return _FrozenWinograd.apply(x, self._filters[1], self._filters[2], bias)
+        return _FrozenWinograd.apply(x, forward, backward, bias)
 
     def extra_repr(self) -> str:
         return f"tile={self.tile}"

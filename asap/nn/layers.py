@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
-from asap.utils.cache import tensor_key
+from asap.utils.cache import derived, tensor_key
 
 NORMS = ("none", "instance", "instanceaffine", "batch", "sync_batch")
 
@@ -51,7 +51,6 @@ class ConvNormAct(nn.Module):
         self.conv = nn.utils.spectral_norm(conv) if spectral else conv
         self.norm = make_norm(sub, out_ch)
         self.act = activation
-        self._winograd: tuple[tuple, torch.Tensor] | None = None  # (weight identity, transformed filter)
 
     def winograd_eligible(self) -> bool:
         """A plain 3x3 stride-1 zero-padded conv (not spectral-normed: its weight changes every call)."""
@@ -64,10 +63,7 @@ class ConvNormAct(nn.Module):
         """The conv's Winograd-transformed filter, recomputed only when the weight changes (new tensor, device,
         dtype or an in-place update such as an optimiser step or load_state_dict)."""
         w = self.conv.weight
-        key = tensor_key(w)
-        if self._winograd is None or self._winograd[0] != key:
-            self._winograd = (key, winograd_filter(w))
-        return self._winograd[1]
+        return derived(self, "_winograd", tensor_key(w), lambda: winograd_filter(w))
 
     def forward_inference(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
         """Forward without autograd: the activation in place and, with ``winograd``, the conv as Winograd

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from asap.nn.winograd import conv3x3_winograd, winograd_filter
-from asap.utils.cache import tensor_key
+from asap.utils.cache import derived, tensor_key
 from asap.utils.layout import stored_nhwc
 
 SQRT2 = math.sqrt(2.0)
@@ -90,14 +90,9 @@ class Upsample(nn.Module):
     def _is_bilinear(self) -> bool:
         """Whether the (loadable) kernel is StyleGAN2's [1,3,3,1] at factor 2; cached until the buffer changes."""
         k = self.kernel
-        key = tensor_key(k)
-        cache = self.__dict__.get("_bilinear")
-        if cache is None or cache[0] != key:
-            ok = self.factor == 2 and self.pad == (2, 1) and k.shape == (4, 4) and \
-                torch.equal(k, (make_kernel((1, 3, 3, 1)) * 4).to(k))
-            cache = (key, ok)
-            self.__dict__["_bilinear"] = cache
-        return cache[1]
+        return derived(self, "_bilinear", tensor_key(k), lambda: (
+            self.factor == 2 and self.pad == (2, 1) and k.shape == (4, 4)
+            and torch.equal(k, (make_kernel((1, 3, 3, 1)) * 4).to(k))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast and self._is_bilinear() and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
@@ -383,13 +378,8 @@ class ModulatedConv2d(nn.Module):
         layer (3x3 kernel, separable 4x4 blur padded by 1: StyleGAN2's), else None; cached until the buffer
         changes."""
         k = self.blur.kernel
-        key = tensor_key(k)
-        cache = self.__dict__.get("_taps")
-        if cache is None or cache[0] != key:
-            ok = self.kernel_size == 3 and k.shape == (4, 4) and self.blur.pad == (1, 1)
-            cache = (key, separable_taps(k) if ok else None)
-            self.__dict__["_taps"] = cache
-        return cache[1]
+        ok = self.kernel_size == 3 and k.shape == (4, 4) and self.blur.pad == (1, 1)
+        return derived(self, "_taps", tensor_key(k), lambda: separable_taps(k) if ok else None)
 
     def _winograd_pays(self, x: torch.Tensor, o: int) -> bool:
         """CPU, 3x3, no upsampling, both widths >= WINOGRAD_MIN_CHANNELS and at least 8x8 pixels: there the GEMMs
